@@ -1,0 +1,103 @@
+"""Training throughput: a plain PyTorch eager loop against ``train.py fit``, side by side.
+
+    python benchmarks/throughput.py            # 2 threads, MNIST 784-500-20, M = 100
+
+1. Plain loop: the same networks and estimator (Eq. 7), ``torch.optim.Adagrad``, minibatches
+   sliced from the in-memory training tensor; no Lightning, no evaluation, no logging.
+2. ``train.py fit --config configs/mnist.yaml`` in a subprocess, unchanged: progress bar,
+   periodic test evaluation, checkpoints. Steady-state speed is read from the wall times that
+   TensorBoard stores with each ``lower_bound/train`` point (one per epoch), so start-up and
+   the first epoch are left out and nothing is instrumented.
+3. The same with ``--model.init_args.compile true`` (``torch.compile``, fp32).
+
+Peak memory is the subprocess's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from datamodules import MNISTDataModule  # noqa: E402
+from lit_vae import sgvb_b  # noqa: E402
+from lit_vae.events import read_events  # noqa: E402
+from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPEncoder, init_normal_  # noqa: E402
+
+
+def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 100) -> float:
+    """Samples per second of a hand-written AEVB loop (Algorithm 1) over ``steps`` minibatches."""
+    torch.manual_seed(0)
+    encoder, decoder = GaussianMLPEncoder(784, 500, 20), BernoulliMLPDecoder(20, 500, 784)
+    params = [*encoder.parameters(), *decoder.parameters()]
+    for module in (encoder, decoder):
+        init_normal_(module, 0.01)
+    optimizer = torch.optim.Adagrad(params, lr=0.02, eps=1e-8, weight_decay=1 / len(data))
+
+    def log_likelihood(x, z):
+        return decoder.log_prob(x, decoder(z))
+
+    order = torch.randperm(len(data))
+    start = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        i = (step * batch_size) % len(data)
+        x = data[order[i : i + batch_size]]
+        mu, logvar = encoder(x)
+        bound = sgvb_b(x, mu, logvar, torch.randn(1, len(x), 20), log_likelihood)
+        optimizer.zero_grad(set_to_none=True)
+        (-bound.mean()).backward()
+        optimizer.step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def lightning_fit(epochs: int, threads: int, data_dir: str, *extra: str) -> tuple[float, float]:
+    """(samples per second from the second epoch end to the last, peak RSS in MiB) of ``train.py fit``."""
+    with tempfile.TemporaryDirectory() as runs:
+        command = [
+            sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
+            f"--trainer.max_steps={epochs * 500}", f"--trainer.logger.init_args.save_dir={runs}",
+            f"--data.init_args.data_dir={data_dir}", *extra,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        epoch_ends = read_events(runs)["lower_bound/train"]
+        first, last = epoch_ends[1], epoch_ends[-1]
+        return (last.step - first.step) / (last.wall_time - first.wall_time), peak_mib
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of 500 steps for each Lightning run")
+    parser.add_argument("--data-dir", default=os.environ.get("LIT_VAE_DATA_DIR", "data"))
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = MNISTDataModule(data_dir=args.data_dir, download=False)
+    data.setup()
+    plain = plain_loop(data.splits["train"], steps=(args.epochs - 2) * 500, warmup=200)
+    print(f"plain eager loop        {plain:9.0f} samples/s  ({100 / plain * 1e3:.2f} ms a step)", flush=True)
+    fit, peak = lightning_fit(args.epochs, args.threads, args.data_dir)
+    print(f"train.py fit (default)  {fit:9.0f} samples/s  = {fit / plain:.2f} x plain   peak RSS {peak:.0f} MiB", flush=True)
+    if not args.no_compile:
+        compiled, _ = lightning_fit(args.epochs, args.threads, args.data_dir, "--model.init_args.compile=true")
+        print(f"train.py fit (compile)  {compiled:9.0f} samples/s  = {compiled / plain:.2f} x plain", flush=True)
+    print(f"threads={args.threads} torch={torch.__version__} steady state over epochs 2-{args.epochs}")
+
+
+if __name__ == "__main__":
+    main()

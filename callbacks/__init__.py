@@ -1,0 +1,6 @@
+"""Callbacks that log the paper's quantities against training samples evaluated."""
+
+from callbacks.lower_bound import LowerBoundCallback
+from callbacks.schedule import LogSpacedSchedule
+
+__all__ = ["LogSpacedSchedule", "LowerBoundCallback"]

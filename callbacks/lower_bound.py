@@ -1,0 +1,103 @@
+"""Lower-bound curves of Figure 2: train and test, per datapoint, against samples evaluated."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torchmetrics import MeanMetric
+
+from callbacks.schedule import LogSpacedSchedule
+from lit_vae.logging import log_at_samples
+
+
+class LowerBoundCallback(pl.Callback):
+    """Logs ``lower_bound/train`` and ``lower_bound/test`` with step = training samples evaluated.
+
+    - ``lower_bound/train``: at the end of every complete pass through the training set, the
+      mean per datapoint of that pass's minibatch estimates (a running estimate, like the
+      paper's train curve; it lags the test curve early in training because the parameters
+      improve during the pass). A pass cut short by the end of training is carried in the
+      checkpoint and completed by a resumed run.
+    - ``lower_bound/test``: the mean over the whole test split (``datamodule.test_dataloader()``)
+      in eval mode, whenever training passes a point of the log-spaced schedule (1, 2, 5 x 10^k
+      samples by default), and at the end of training.
+
+    Per step it only adds two tensors; means are reduced with torchmetrics, so they are over
+    all ranks under DDP. The evaluation noise comes from the model's evaluation stream, never
+    from the training one.
+
+    Args:
+        mantissas: the schedule's points are ``m x 10^k`` for each mantissa ``m``.
+    """
+
+    def __init__(self, mantissas: Sequence[float] = (1, 2, 5)) -> None:
+        self.schedule = LogSpacedSchedule(mantissas)
+        self._sum = torch.zeros((), dtype=torch.float64)
+        self._count = 0
+        self._batches = 0
+        self._last_test = -1
+        self._train_mean = MeanMetric()
+        self._test_mean = MeanMetric()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        bound = outputs["lower_bound"]
+        if self._sum.device != bound.device:
+            self._sum = self._sum.to(bound.device)
+        self._sum += bound.sum()
+        self._count += bound.numel()
+        self._batches += 1
+        after = pl_module.samples_evaluated
+        if self.schedule.due(after - batch.shape[0] * trainer.world_size, after):
+            value = self.evaluate_test(trainer, pl_module)
+            if value is not None:
+                pl_module.log("lower_bound/test", value, prog_bar=True, logger=False, rank_zero_only=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._batches < trainer.num_training_batches:
+            return
+        metric = self._train_mean.to(pl_module.device)
+        metric.update(self._sum / self._count, weight=self._count)
+        self._sum.zero_()
+        self._count = self._batches = 0
+        value = self._log(trainer, pl_module, "lower_bound/train", metric)
+        pl_module.log("lower_bound/train", value, prog_bar=True, logger=False, rank_zero_only=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._last_test != pl_module.samples_evaluated:
+            self.evaluate_test(trainer, pl_module)
+
+    @torch.no_grad()
+    def evaluate_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float | None:
+        """Average lower bound over the test split, in eval mode, logged at the current sample count."""
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            rank_zero_warn("LowerBoundCallback needs a LightningDataModule for the test split; lower_bound/test is not logged.")
+            return None
+        self._last_test = pl_module.samples_evaluated
+        metric = self._test_mean.to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        for batch_idx, batch in enumerate(datamodule.test_dataloader()):
+            metric.update(pl_module.evaluation_bound(batch.to(pl_module.device), batch_idx))
+        pl_module.train(was_training)
+        return self._log(trainer, pl_module, "lower_bound/test", metric)
+
+    @staticmethod
+    def _log(trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str, metric: MeanMetric) -> float:
+        value = metric.compute().item()
+        metric.reset()
+        log_at_samples(trainer, {tag: value}, pl_module.samples_evaluated)
+        return value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sum": self._sum.item(), "count": self._count, "batches": self._batches, "last_test": self._last_test}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._sum = torch.tensor(state_dict["sum"], dtype=torch.float64)
+        self._count = state_dict["count"]
+        self._batches = state_dict["batches"]
+        self._last_test = state_dict["last_test"]

@@ -1,0 +1,32 @@
+"""Log-spaced evaluation points, matching the log x axis of Figures 2 and 3."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+class LogSpacedSchedule:
+    """The points m x 10^k for each mantissa m (default 1, 2, 5) and every k >= 0.
+
+    ``due(before, after)`` says whether a point lies in (before, after]: with ``before`` and
+    ``after`` the samples evaluated around a training step, it fires once per point passed.
+    """
+
+    def __init__(self, mantissas: Sequence[float] = (1, 2, 5)) -> None:
+        if not mantissas or any(not 1 <= m < 10 for m in mantissas):
+            raise ValueError(f"mantissas must be non-empty and in [1, 10), got {list(mantissas)}")
+        self.mantissas = sorted(mantissas)
+
+    def next_after(self, n: int) -> int:
+        """The smallest point greater than ``n``."""
+        k = max(0, int(math.log10(n)) if n > 0 else 0)
+        while True:
+            for m in self.mantissas:
+                point = round(m * 10**k)
+                if point > n:
+                    return point
+            k += 1
+
+    def due(self, before: int, after: int) -> bool:
+        return self.next_after(before) <= after

@@ -1,0 +1,67 @@
+"""What the MNIST and Frey Face data modules share: splits held as in-memory tensors."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from datamodules.batches import BatchTransform, TensorBatches
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Each split is one ``[N, D]`` float tensor, served in minibatches by :class:`TensorBatches`.
+
+    Subclasses fill ``self.splits`` (``train``, ``test`` and optionally ``validation``) in
+    ``load_splits`` and set ``image_shape``.
+    """
+
+    image_shape: tuple[int, int]
+
+    def __init__(self, batch_size: int, eval_batch_size: int, seed: int | None) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} and {eval_batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        # Data order follows ``seed_everything`` unless a seed is given.
+        self.seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
+        self.splits: dict[str, Tensor] = {}
+
+    @property
+    def input_dim(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+    def load_splits(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def train_transform(self) -> BatchTransform | None:
+        """A per-minibatch transform of training data (e.g. dynamic binarisation)."""
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.load_splits()
+
+    def _loader(self, split: str, train: bool = False) -> TensorBatches:
+        self.setup()
+        trainer = self.trainer
+        return TensorBatches(
+            self.splits[split],
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            even_shards=train,
+            transform=self.train_transform() if train else None,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._loader("train", train=True)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self._loader("test")

@@ -1,0 +1,70 @@
+"""Finding, downloading and verifying data files, with one clear error when that fails.
+
+A download goes to a temporary folder and each file is verified before it is moved into place,
+so a failed or interrupted download leaves nothing behind in the data folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+#: Environment variable that sets the default data folder.
+DATA_DIR_ENV = "LIT_VAE_DATA_DIR"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Data files are missing and could not be downloaded."""
+
+
+class CorruptDataError(ValueError):
+    """A data file exists but does not hold the expected contents."""
+
+
+def default_data_dir(data_dir: str | None) -> Path:
+    """``data_dir`` if given, else ``$LIT_VAE_DATA_DIR``, else ``data/``."""
+    return Path(data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV, "data")).expanduser()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str, hint: str) -> None:
+    """Raise :class:`CorruptDataError` unless the file's SHA-256 is ``expected``."""
+    actual = sha256(path)
+    if actual != expected:
+        raise CorruptDataError(
+            f"{path} is corrupted or not the expected file: SHA-256 {actual}, expected {expected}. "
+            f"Nothing was loaded. Delete it so that it can be downloaded again, or replace it. {hint}"
+        )
+
+
+def missing_files_error(dataset: str, folder: Path, names: list[str], reason: str, hint: str) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"{dataset} data not found: {folder.resolve()} should hold {', '.join(names)}, "
+        f"and they could not be downloaded ({reason}). {hint} Either put the files there, or point "
+        f"--data.data_dir (or the environment variable {DATA_DIR_ENV}) at a folder that holds them."
+    )
+
+
+def download_verified(folder: Path, fetch: Callable[[Path], None], names: list[str], verify: Callable[[Path], None]) -> None:
+    """Run ``fetch(tmp)`` to create ``names`` in a temporary folder, ``verify`` each one, then move
+    them into ``folder``. On any failure nothing is written to ``folder``."""
+    with tempfile.TemporaryDirectory(prefix="lit-vae-download-") as tmp:
+        fetch(Path(tmp))
+        for name in names:
+            verify(Path(tmp) / name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            partial = folder / f".{name}.partial"
+            shutil.copyfile(Path(tmp) / name, partial)
+            os.replace(partial, folder / name)

@@ -1,0 +1,63 @@
+"""The SGVB estimators of the variational lower bound (Section 2.3 of Kingma & Welling, 2013).
+
+Every function here is a pure tensor kernel: noise ``eps`` is drawn by the caller, so the same
+code runs eagerly, under ``torch.compile``, and inside the marginal-likelihood estimators.
+Shapes: ``x`` is ``[B, D]``, ``mu`` and ``logvar`` are ``[B, Nz]``, ``eps`` is ``[L, B, Nz]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+#: ``log_likelihood(x, z) -> log p(x|z)`` for ``z`` of shape ``[..., B, Nz]``, summed over pixels.
+LogLikelihood = Callable[[Tensor, Tensor], Tensor]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I): the reparameterisation of Section 2.4 (Eq. 10)."""
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def standard_normal_log_density(z: Tensor) -> Tensor:
+    """log N(z; 0, I), summed over the last dimension: the prior p(z) of Section 3."""
+    return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
+
+
+def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """D_KL(N(mu, diag(exp(logvar))) || N(0, I)) per datapoint, in closed form (Appendix B).
+
+    -D_KL = 1/2 * sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
+    """
+    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
+
+
+def sgvb_a(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:
+    """Generic SGVB estimator L^A (Eq. 6), per datapoint.
+
+    L^A = 1/L sum_l [log p(x, z_l) - log q(z_l|x)],  z_l = mu + sigma * eps_l.
+    With z_l built from eps_l, log q(z_l|x) = sum_j -1/2 (log 2 pi + log sigma_j^2 + eps_lj^2).
+    """
+    z = reparameterize(mu, logvar, eps)
+    log_q = -0.5 * (eps.pow(2) + logvar + _LOG_2PI).sum(-1)
+    return (log_likelihood(x, z) + standard_normal_log_density(z) - log_q).mean(0)
+
+
+def sgvb_b(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:
+    """SGVB estimator L^B (Eq. 7) with the KL term in closed form, per datapoint.
+
+    L^B = -D_KL(q(z|x) || p(z)) + 1/L sum_l log p(x|z_l).
+    """
+    z = reparameterize(mu, logvar, eps)
+    return log_likelihood(x, z).mean(0) - kl_to_standard_normal(mu, logvar)
+
+
+ESTIMATORS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, LogLikelihood], Tensor]] = {
+    "A": sgvb_a,
+    "B": sgvb_b,
+}

@@ -1,0 +1,28 @@
+"""Reading logged scalars back from a run's TensorBoard event files."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator, ScalarEvent
+
+
+def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
+    """All scalar events under ``run_dir`` as ``{tag: [ScalarEvent(wall_time, step, value), ...]}``,
+    in step order. A resumed run writes a new event file into the same folder; files are merged."""
+    files = sorted(Path(run_dir).rglob("events.out.tfevents.*"))
+    if not files:
+        raise FileNotFoundError(f"no TensorBoard event files under {run_dir}")
+    events: dict[str, list[ScalarEvent]] = defaultdict(list)
+    for file in files:
+        accumulator = EventAccumulator(str(file), size_guidance={SCALARS: 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()[SCALARS]:
+            events[tag] += accumulator.Scalars(tag)
+    return {tag: sorted(points, key=lambda e: (e.step, e.wall_time)) for tag, points in events.items()}
+
+
+def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """All scalars under ``run_dir`` as ``{tag: [(step, value), ...]}`` in step order."""
+    return {tag: [(e.step, e.value) for e in points] for tag, points in read_events(run_dir).items()}

@@ -1,0 +1,97 @@
+"""The MLP encoder and decoders of Section 3 and Appendix C.
+
+Each network has one tanh hidden layer. The encoder gives the parameters of the Gaussian
+q(z|x); a decoder gives the parameters of p(x|z) and scores data under them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class GaussianMLPEncoder(nn.Module):
+    """q(z|x) = N(z; mu, diag(sigma^2)) with h = tanh(W3 x + b3), mu = W4 h + b4,
+    log sigma^2 = W5 h + b5 (Appendix C.2, the encoder role)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(input_dim, hidden_dim)
+        self.mu = nn.Linear(hidden_dim, latent_dim)
+        self.logvar = nn.Linear(hidden_dim, latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.tanh(self.hidden(x))
+        return self.mu(h), self.logvar(h)
+
+
+class BernoulliMLPDecoder(nn.Module):
+    """p(x|z) = prod_i y_i^x_i (1 - y_i)^(1 - x_i), y = sigmoid(W2 tanh(W1 z + b1) + b2) (Eq. 11).
+
+    ``forward`` returns ``(logits,)``; the probabilities y are ``sigmoid(logits)``. Grey levels
+    in [0, 1] are valid targets: the log-likelihood is then the (negative) cross-entropy,
+    as in the paper's MNIST experiments.
+    """
+
+    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(latent_dim, hidden_dim)
+        self.logits = nn.Linear(hidden_dim, output_dim)
+
+    def forward(self, z: Tensor) -> tuple[Tensor]:
+        return (self.logits(torch.tanh(self.hidden(z))),)
+
+    @staticmethod
+    def log_prob(x: Tensor, params: tuple[Tensor]) -> Tensor:
+        """log p(x|z) summed over pixels (Eq. 11)."""
+        (logits,) = params
+        return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+    @staticmethod
+    def mean(params: tuple[Tensor]) -> Tensor:
+        """E[x|z] = y."""
+        return torch.sigmoid(params[0])
+
+
+class GaussianMLPDecoder(nn.Module):
+    """p(x|z) = N(x; mu, diag(sigma^2)) with h = tanh(W3 z + b3), mu = sigmoid(W4 h + b4),
+    log sigma^2 = W5 h + b5 (Eq. 12; the mean is squashed to (0, 1), as for Frey Face).
+
+    ``forward`` returns ``(mean, logvar)``, both per pixel.
+    """
+
+    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(latent_dim, hidden_dim)
+        self.mu = nn.Linear(hidden_dim, output_dim)
+        self.logvar = nn.Linear(hidden_dim, output_dim)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.tanh(self.hidden(z))
+        return torch.sigmoid(self.mu(h)), self.logvar(h)
+
+    @staticmethod
+    def log_prob(x: Tensor, params: tuple[Tensor, Tensor]) -> Tensor:
+        """log N(x; mu, diag(sigma^2)) summed over pixels (Eq. 12)."""
+        mean, logvar = params
+        return -0.5 * (_LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar)).sum(-1)
+
+    @staticmethod
+    def mean(params: tuple[Tensor, Tensor]) -> Tensor:
+        """E[x|z] = mu."""
+        return params[0]
+
+
+DECODERS: dict[str, type[nn.Module]] = {"bernoulli": BernoulliMLPDecoder, "gaussian": GaussianMLPDecoder}
+
+
+def init_normal_(module: nn.Module, std: float) -> None:
+    """Draw every parameter (weights and biases) from N(0, std^2), as in the paper's code."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, std)

@@ -1,0 +1,87 @@
+"""The encoder and decoders of Appendix C against torch.distributions."""
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal
+
+from lit_vae import VAE
+from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder
+
+
+class TestBernoulliDecoder:
+    def setup_method(self):
+        torch.manual_seed(0)
+        self.decoder = BernoulliMLPDecoder(latent_dim=4, hidden_dim=8, output_dim=6)
+        self.z = torch.randn(3, 5, 4)  # [L, B, Nz]
+
+    def test_log_prob_matches_torch_on_binary_data(self):
+        x = torch.bernoulli(torch.full((5, 6), 0.4))
+        params = self.decoder(self.z)
+        expected = Bernoulli(logits=params[0]).log_prob(x.expand(3, 5, 6)).sum(-1)
+        torch.testing.assert_close(self.decoder.log_prob(x, params), expected)
+
+    def test_log_prob_on_grey_levels_is_the_cross_entropy(self):
+        """Eq. 11 with x in [0, 1]: sum x log y + (1 - x) log(1 - y)."""
+        x = torch.rand(5, 6)
+        params = self.decoder(self.z)
+        y = self.decoder.mean(params)
+        expected = (x * y.log() + (1 - x) * (1 - y).log()).sum(-1)
+        torch.testing.assert_close(self.decoder.log_prob(x, params), expected)
+        assert ((y > 0) & (y < 1)).all()
+
+
+class TestGaussianDecoder:
+    def test_log_prob_matches_torch(self):
+        torch.manual_seed(0)
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        z, x = torch.randn(3, 5, 2), torch.rand(5, 6)
+        mean, logvar = decoder(z)
+        expected = Normal(mean, (0.5 * logvar).exp()).log_prob(x.expand(3, 5, 6)).sum(-1)
+        torch.testing.assert_close(decoder.log_prob(x, (mean, logvar)), expected)
+
+    def test_mean_is_squashed_into_the_unit_interval(self):
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        with torch.no_grad():
+            decoder.mu.bias.fill_(100.0)
+        mean, _ = decoder(torch.randn(5, 2))
+        assert ((mean > 0) & (mean <= 1)).all()
+
+
+class TestEncoder:
+    def test_shapes(self):
+        mu, logvar = GaussianMLPEncoder(784, 500, 20)(torch.rand(7, 784))
+        assert mu.shape == logvar.shape == (7, 20)
+
+
+class TestVAE:
+    def test_initialisation_is_normal_with_std_0_01(self):
+        torch.manual_seed(0)
+        params = torch.cat([p.detach().flatten() for p in VAE().parameters()])
+        assert abs(params.std().item() - 0.01) < 2e-4
+        assert abs(params.mean().item()) < 1e-4
+
+    def test_log_joint_is_likelihood_plus_prior(self):
+        model = VAE(input_dim=12, hidden_dim=8, latent_dim=3, likelihood="gaussian")
+        x, z = torch.rand(4, 12), torch.randn(6, 4, 3)
+        expected = model.log_likelihood(x, z) + Normal(0.0, 1.0).log_prob(z).sum(-1)
+        torch.testing.assert_close(model.log_joint(x, z), expected)
+        assert model.log_joint(x, z).shape == (6, 4)
+
+    def test_lower_bound_is_per_datapoint_and_below_log_joint_plus_entropy(self):
+        model = VAE(input_dim=12, hidden_dim=8, latent_dim=3)
+        bound = model.lower_bound(torch.rand(4, 12), num_samples=5)
+        assert bound.shape == (4,) and torch.isfinite(bound).all()
+
+    def test_sample_gives_decoder_means(self):
+        model = VAE(input_dim=12, hidden_dim=8, latent_dim=3)
+        x = model.sample(9, generator=torch.Generator().manual_seed(0))
+        assert x.shape == (9, 12) and ((x > 0) & (x < 1)).all()
+        torch.testing.assert_close(x, model.sample(9, generator=torch.Generator().manual_seed(0)))
+
+    @pytest.mark.parametrize(("argument", "value"), [
+        ("latent_dim", 0), ("hidden_dim", -1), ("learning_rate", -0.1), ("num_samples", 0),
+        ("train_size", 0), ("adagrad_warmup_batches", -1), ("likelihood", "poisson"), ("estimator", "C"),
+    ])
+    def test_invalid_arguments_name_themselves(self, argument, value):
+        with pytest.raises(ValueError, match=argument):
+            VAE(**{argument: value})

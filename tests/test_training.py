@@ -1,0 +1,159 @@
+"""``python train.py`` end to end on the real data sets: learning, logging, resuming, errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from callbacks import LogSpacedSchedule
+from lit_vae import VAE
+from lit_vae.cli import main
+from lit_vae.events import read_scalars
+from tests.conftest import REPO
+
+
+def fit(tmp_path, data_dir, *args, config="mnist.yaml"):
+    return main([
+        "fit", "--config", str(REPO / "configs" / config),
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        f"--data.init_args.data_dir={data_dir}",
+        "--progress_bar.refresh_rate=0", "--trainer.enable_model_summary=false",
+        *args,
+    ])
+
+
+def parameters(checkpoint):
+    return torch.load(checkpoint, weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory, data_dir):
+    """600 steps of the paper's MNIST model: one epoch and a bit."""
+    tmp_path = tmp_path_factory.mktemp("mnist")
+    fit(tmp_path, data_dir, "--trainer.max_steps=600")
+    return tmp_path / "runs" / "mnist_nz20" / "version_0"
+
+
+class TestFit:
+    def test_mnist_lower_bound_rises(self, mnist_run):
+        test = read_scalars(mnist_run)["lower_bound/test"]
+        assert test[-1][1] > test[0][1] + 100  # ~ -540 at the start, ~ -200 after 600 steps
+        # The first 100 minibatches (10^4 samples) only accumulate Adagrad's squared gradients.
+        warmup = [value for step, value in test if step <= 10_000]
+        after = [value for step, value in test if step >= 10_000]
+        assert len(warmup) > 2 and len(set(warmup)) == 1
+        assert all(b > a for a, b in zip(after, after[1:]))
+
+    def test_frey_face_lower_bound_rises(self, tmp_path, data_dir):
+        fit(tmp_path, data_dir, "--trainer.max_steps=400", config="frey_face.yaml")
+        train = read_scalars(tmp_path / "runs" / "frey_face_nz10" / "version_0")["lower_bound/train"]
+        assert len(train) == 400 // 16  # one point per epoch of 1,600 images
+        assert train[-1][1] > train[0][1] + 100
+
+    def test_events_step_is_samples_evaluated(self, mnist_run):
+        scalars = read_scalars(mnist_run)
+        assert scalars["lower_bound/train"][0][0] == 50_000  # the end of the first epoch
+        schedule = LogSpacedSchedule()
+        expected, n = [], 0
+        while (n := schedule.next_after(n)) <= 60_000:
+            expected.append(max(n, 100))  # points before the first step are taken at the first step
+        expected = sorted(set(expected)) + [60_000]  # ... and the end of training
+        assert [step for step, _ in scalars["lower_bound/test"]] == expected
+        assert "lower_bound/validation" not in scalars  # every 10 epochs: not yet
+
+    def test_run_folder_holds_config_and_last_checkpoint(self, mnist_run):
+        assert (mnist_run / "config.yaml").is_file()
+        assert (mnist_run / "checkpoints" / "last.ckpt").is_file()
+
+    def test_load_from_checkpoint_needs_no_arguments(self, mnist_run, data_dir):
+        model = VAE.load_from_checkpoint(mnist_run / "checkpoints" / "last.ckpt")
+        assert model.samples_evaluated == 60_000
+        assert (model.hparams.latent_dim, model.hparams.hidden_dim, model.hparams.train_size) == (20, 500, 50_000)
+        x = torch.rand(3, 784)
+        assert model.lower_bound(x).shape == (3,) and model.sample(4).shape == (4, 784)
+
+    def test_test_subcommand_reproduces_the_final_test_bound(self, mnist_run, tmp_path, data_dir):
+        cli = main([
+            "test", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}", "--progress_bar.refresh_rate=0",
+            f"--ckpt_path={mnist_run / 'checkpoints' / 'last.ckpt'}",
+        ])
+        final = read_scalars(mnist_run)["lower_bound/test"][-1]
+        assert cli.trainer.callback_metrics["lower_bound/test"].item() == pytest.approx(final[1], abs=1e-3)
+        assert read_scalars(tmp_path)["lower_bound/test"] == [(final[0], pytest.approx(final[1], abs=1e-3))]
+
+
+class TestResume:
+    ARGS = ("--model.init_args.hidden_dim=50", "--checkpoint.every_n_train_steps=100")
+
+    def test_stop_and_resume_equals_uninterrupted(self, tmp_path, data_dir):
+        fit(tmp_path / "whole", data_dir, *self.ARGS, "--trainer.max_steps=700")
+        fit(tmp_path / "parts", data_dir, *self.ARGS, "--trainer.max_steps=250")  # stops mid-epoch
+        fit(tmp_path / "parts", data_dir, *self.ARGS, "--trainer.max_steps=700", "--ckpt_path=last")
+        whole = tmp_path / "whole" / "runs" / "mnist_nz20" / "version_0"
+        parts = tmp_path / "parts" / "runs" / "mnist_nz20"
+        assert [p.name for p in parts.iterdir()] == ["version_0"]  # the resumed run logs into its folder
+        parts = parts / "version_0"
+        a, b = parameters(whole / "checkpoints" / "last.ckpt"), parameters(parts / "checkpoints" / "last.ckpt")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        # the same curves, each point once; the stopped run also evaluated the test bound at its end
+        assert read_scalars(parts)["lower_bound/train"] == read_scalars(whole)["lower_bound/train"]
+        stop = (25_000, read_scalars(parts)["lower_bound/test"][8][1])
+        assert read_scalars(parts)["lower_bound/test"] == sorted(read_scalars(whole)["lower_bound/test"] + [stop])
+        assert sorted(p.name for p in parts.glob("config*.yaml")) == ["config.resume-1.yaml", "config.yaml"]
+
+    def test_nothing_to_resume_is_a_clear_error(self, tmp_path, data_dir):
+        with pytest.raises(SystemExit, match="no last.ckpt in .*mnist_nz20/version_\\*/checkpoints"):
+            fit(tmp_path, data_dir, "--ckpt_path=last")
+        assert not (tmp_path / "runs").exists()
+
+
+class TestCommandLine:
+    @pytest.mark.parametrize(("argument", "message"), [
+        ("--model.init_args.latent_dim=0", "latent_dim must be positive"),
+        ("--model.latent_dim=-3", "latent_dim must be positive"),
+        ("--model.init_args.learning_rate=-0.02", "learning_rate must be positive"),
+        ("--model.init_args.estimator=C", "estimator"),
+        ("--model.init_args.no_such_option=1", "no_such_option"),
+        ("--data.init_args.binarize=sometimes", "binarize"),
+    ])
+    def test_invalid_values_fail_before_anything_is_written(self, tmp_path, data_dir, argument, message):
+        result = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
+             f"--data.init_args.data_dir={data_dir}", argument],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert list(tmp_path.iterdir()) == []
+
+    def test_print_config(self, tmp_path):
+        result = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "frey_face.yaml"),
+             "--model.latent_dim=2", "--print_config"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "latent_dim: 2" in result.stdout and "FreyFaceDataModule" in result.stdout
+        assert "accelerator: cpu" in result.stdout
+
+
+class TestDistributed:
+    def test_two_process_ddp_on_cpu(self, tmp_path, data_dir):
+        result = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
+             f"--data.init_args.data_dir={data_dir}", "--trainer.strategy=ddp", "--trainer.devices=2",
+             "--trainer.max_steps=300", "--model.init_args.hidden_dim=50", "--progress_bar.refresh_rate=0"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs = list((tmp_path / "runs" / "mnist_nz20").iterdir())
+        assert len(runs) == 1  # one run folder, written once
+        scalars = read_scalars(runs[0])
+        # each step evaluates 2 x 100 samples: an epoch of 50,000 is 250 steps
+        assert [s for s, _ in scalars["lower_bound/train"]] == [50_000]
+        assert [s for s, _ in scalars["lower_bound/test"]][-1] == 60_000
+        assert scalars["lower_bound/test"][-1][1] > scalars["lower_bound/test"][0][1] + 100
+        assert VAE.load_from_checkpoint(runs[0] / "checkpoints" / "last.ckpt").samples_evaluated == 60_000
