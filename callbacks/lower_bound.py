@@ -38,7 +38,6 @@ class LowerBoundCallback(pl.Callback):
         self.schedule = LogSpacedSchedule(mantissas)
         self._sum = torch.zeros((), dtype=torch.float64)
         self._count = 0
-        self._batches = 0
         self._last_test = -1
         self._train_mean = MeanMetric()
         self._test_mean = MeanMetric()
@@ -49,22 +48,20 @@ class LowerBoundCallback(pl.Callback):
             self._sum = self._sum.to(bound.device)
         self._sum += bound.sum()
         self._count += bound.numel()
-        self._batches += 1
+        # The pass ends here, not in on_train_epoch_end: checkpoints written after this batch
+        # (ModelCheckpoint runs after other callbacks) then hold the next pass's empty sums.
+        if batch_idx + 1 == trainer.num_training_batches:
+            metric = self._train_mean.to(pl_module.device)
+            metric.update(self._sum / self._count, weight=self._count)
+            self._sum.zero_()
+            self._count = 0
+            value = self._log(trainer, pl_module, "lower_bound/train", metric)
+            pl_module.log("lower_bound/train", value, prog_bar=True, logger=False, rank_zero_only=True)
         after = pl_module.samples_evaluated
         if self.schedule.due(after - batch.shape[0] * trainer.world_size, after):
             value = self.evaluate_test(trainer, pl_module)
             if value is not None:
                 pl_module.log("lower_bound/test", value, prog_bar=True, logger=False, rank_zero_only=True)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._batches < trainer.num_training_batches:
-            return
-        metric = self._train_mean.to(pl_module.device)
-        metric.update(self._sum / self._count, weight=self._count)
-        self._sum.zero_()
-        self._count = self._batches = 0
-        value = self._log(trainer, pl_module, "lower_bound/train", metric)
-        pl_module.log("lower_bound/train", value, prog_bar=True, logger=False, rank_zero_only=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._last_test != pl_module.samples_evaluated:
@@ -94,10 +91,9 @@ class LowerBoundCallback(pl.Callback):
         return value
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sum": self._sum.item(), "count": self._count, "batches": self._batches, "last_test": self._last_test}
+        return {"sum": self._sum.item(), "count": self._count, "last_test": self._last_test}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._sum = torch.tensor(state_dict["sum"], dtype=torch.float64)
         self._count = state_dict["count"]
-        self._batches = state_dict["batches"]
         self._last_test = state_dict["last_test"]

@@ -123,8 +123,8 @@ def find_last_checkpoint(config: Namespace, logger: Namespace | None) -> Path:
     )
 
 
-def main(args: list[str] | None = None) -> VAECLI:
-    """Entry point of ``train.py`` and the ``lit-vae`` console script."""
+def cli(args: list[str] | None = None) -> VAECLI:
+    """Build and run the CLI on ``args`` (default: the command line); returns it, with its trainer."""
     return VAECLI(
         VAE,
         subclass_mode_model=True,
@@ -133,3 +133,8 @@ def main(args: list[str] | None = None) -> VAECLI:
         save_config_callback=SaveConfigOnce,
         args=args,
     )
+
+
+def main() -> None:
+    """Entry point of ``train.py`` and the ``lit-vae`` console script."""
+    cli()

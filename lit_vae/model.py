@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
@@ -163,9 +165,13 @@ class VAE(pl.LightningModule):
     def _log_evaluation(self, tag: str, metric: MeanMetric) -> None:
         value = metric.compute()
         metric.reset()
-        if not self.trainer.sanity_checking:
-            log_at_samples(self.trainer, {tag: value.item()}, self.samples_evaluated)
-        self.log(tag, value, logger=False)  # for the printed results and callbacks
+        self.log(tag, value, logger=False)  # in trainer.callback_metrics
+        if self.trainer.sanity_checking:
+            return
+        # Straight to the loggers: the step is samples evaluated, not Lightning's step count.
+        log_at_samples(self.trainer, {tag: value.item()}, self.samples_evaluated)
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            rank_zero_info(f"{tag} = {value.item():.2f} nats per datapoint (model trained on {self.samples_evaluated:,} samples)")
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
