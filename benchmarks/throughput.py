@@ -35,10 +35,10 @@ from lit_vae.events import read_events  # noqa: E402
 from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPEncoder, init_normal_  # noqa: E402
 
 
-def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 100) -> float:
+def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 100, hidden_dim: int = 500, latent_dim: int = 20) -> float:
     """Samples per second of a hand-written AEVB loop (Algorithm 1) over ``steps`` minibatches."""
     torch.manual_seed(0)
-    encoder, decoder = GaussianMLPEncoder(784, 500, 20), BernoulliMLPDecoder(20, 500, 784)
+    encoder, decoder = GaussianMLPEncoder(784, hidden_dim, latent_dim), BernoulliMLPDecoder(latent_dim, hidden_dim, 784)
     params = [*encoder.parameters(), *decoder.parameters()]
     for module in (encoder, decoder):
         init_normal_(module, 0.01)
@@ -55,7 +55,7 @@ def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 10
         i = (step * batch_size) % len(data)
         x = data[order[i : i + batch_size]]
         mu, logvar = encoder(x)
-        bound = sgvb_b(x, mu, logvar, torch.randn(1, len(x), 20), log_likelihood)
+        bound = sgvb_b(x, mu, logvar, torch.randn(1, len(x), latent_dim), log_likelihood)
         optimizer.zero_grad(set_to_none=True)
         (-bound.mean()).backward()
         optimizer.step()

@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.core import LightningModule
 
 from callbacks.lower_bound import LowerBoundCallback
+from callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from lit_vae.model import VAE
 
 #: 10^7 training samples at M = 100: the right end of Figure 2.
@@ -54,6 +55,7 @@ class SaveConfigOnce(SaveConfigCallback):
 class VAECLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(LowerBoundCallback, "lower_bound")
+        parser.add_lightning_class_args(MarginalLikelihoodCallback, "marginal_likelihood")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(TQDMProgressBar, "progress_bar")
         parser.set_defaults({

@@ -78,11 +78,13 @@ class TestFit:
         result = cli([
             "test", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}",
             f"--trainer.logger.init_args.save_dir={tmp_path}", "--progress_bar.refresh_rate=0",
+            "--marginal_likelihood.num_datapoints=10", "--marginal_likelihood.importance_samples=10",
             f"--ckpt_path={mnist_run / 'checkpoints' / 'last.ckpt'}",
         ])
         final = read_scalars(mnist_run)["lower_bound/test"][-1]
         assert result.trainer.callback_metrics["lower_bound/test"].item() == pytest.approx(final[1], abs=1e-3)
         assert read_scalars(tmp_path)["lower_bound/test"] == [(final[0], pytest.approx(final[1], abs=1e-3))]
+        assert [step for step, _ in read_scalars(tmp_path)["marginal_likelihood_importance/test"]] == [final[0]]
 
 
 class TestResume:

@@ -1,0 +1,64 @@
+"""Speed of the Appendix D estimator in the paper's setting, against a training epoch.
+
+    python benchmarks/marginal_likelihood.py [--ckpt runs/.../last.ckpt]
+
+1,000 MNIST test points, Nz = 3, 500 hidden units, 50 posterior samples of 4 leapfrog steps
+(plus the default 50 burn-in iterations), 2 threads. Without ``--ckpt`` the model is freshly
+initialised: the cost of an HMC iteration does not depend on the parameters' values. The epoch
+time is measured with the plain training loop of ``throughput.py`` on the same network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.throughput import plain_loop  # noqa: E402
+from datamodules import MNISTDataModule  # noqa: E402
+from lit_vae import VAE  # noqa: E402
+from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", help="a trained VAE checkpoint with latent_dim 3 (default: a fresh 784-500-3 model)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", default=os.environ.get("LIT_VAE_DATA_DIR", "data"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = MNISTDataModule(data_dir=args.data_dir, download=False)
+    data.setup()
+    x = data.splits["test"][:1000]
+    torch.manual_seed(0)
+    model = VAE.load_from_checkpoint(args.ckpt) if args.ckpt else VAE(latent_dim=3, hidden_dim=500)
+    model.eval()
+    hidden, latent = model.hparams.hidden_dim, model.hparams.latent_dim
+
+    started = time.perf_counter()
+    mu, _ = model.encode(x)
+    estimate = hmc_log_marginal(model.log_joint, x, latent, init=mu.detach(), generator=torch.Generator().manual_seed(0))
+    hmc_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    importance = importance_log_marginal(model, x, 1000, generator=torch.Generator().manual_seed(0))
+    importance_seconds = time.perf_counter() - started
+    samples_per_second = plain_loop(data.splits["train"], steps=300, warmup=50, hidden_dim=hidden, latent_dim=latent)
+    epoch_seconds = 50_000 / samples_per_second
+
+    print(f"model 784-{hidden}-{latent}, 1,000 test points, threads={args.threads}")
+    print(f"HMC estimator (50 samples x 4 leapfrog, 50 burn-in)  {hmc_seconds:6.1f} s   log p(x) = {estimate.mean():.2f}")
+    print(f"importance estimate (1,000 samples)                  {importance_seconds:6.1f} s   log p(x) = {importance.mean():.2f}")
+    print(f"one training epoch (50,000 samples, plain loop)      {epoch_seconds:6.1f} s")
+    print(f"HMC estimator = {hmc_seconds / epoch_seconds:.1f} training epochs")
+
+
+if __name__ == "__main__":
+    main()

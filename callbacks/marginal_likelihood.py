@@ -1,0 +1,131 @@
+"""Marginal likelihood during training and on ``test``: the y axis of Figure 3."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import MeanMetric
+from tqdm.auto import tqdm
+
+from callbacks.schedule import LogSpacedSchedule
+from datamodules.base import InMemoryDataModule
+from lit_vae.logging import log_at_samples
+from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal
+
+
+class MarginalLikelihoodCallback(pl.Callback):
+    """Estimates log p(x) on the first ``num_datapoints`` training and test points (the paper's
+    protocol: 1,000 each) and logs, with step = training samples evaluated:
+
+    - ``marginal_likelihood/{train,test}``: the HMC estimator of Appendix D,
+    - ``marginal_likelihood_importance/{train,test}``: importance sampling with q(z|x).
+
+    During ``fit`` (when ``during_fit``) at the log-spaced schedule's points from ``start`` on
+    and at the end of training; during ``test`` always, on the test points, printing both
+    estimates beside the lower bound of the same points. Under DDP each rank takes a shard of
+    the points and the means are reduced with torchmetrics. It uses its own seeded generator,
+    never the training noise, and differentiates with respect to z only: parameters and
+    optimizer state are untouched.
+
+    Args:
+        during_fit: evaluate during training (costs seconds per point of the schedule).
+        num_datapoints: points of each split to evaluate.
+        mantissas: schedule points are ``m x 10^k``.
+        start: first sample count of the schedule to evaluate at.
+        num_samples: posterior samples per datapoint (the paper: 50).
+        num_leapfrog: leapfrog steps per HMC iteration (the paper: 4).
+        burn_in: HMC iterations that adapt the step size, discarded.
+        importance_samples: samples of the importance estimate.
+        chunk_size: datapoints processed at once (bounds memory; one progress-bar tick each).
+        seed: seed of the estimators' noise.
+    """
+
+    def __init__(
+        self,
+        during_fit: bool = False,
+        num_datapoints: int = 1_000,
+        mantissas: Sequence[float] = (1, 2, 5),
+        start: int = 100_000,
+        num_samples: int = 50,
+        num_leapfrog: int = 4,
+        burn_in: int = 50,
+        importance_samples: int = 1_000,
+        chunk_size: int = 250,
+        seed: int = 0,
+    ) -> None:
+        self.during_fit = during_fit
+        self.num_datapoints = num_datapoints
+        self.schedule = LogSpacedSchedule(mantissas)
+        self.start = start
+        self.hmc_args = {"num_samples": num_samples, "num_leapfrog": num_leapfrog, "burn_in": burn_in}
+        self.importance_samples = importance_samples
+        self.chunk_size = chunk_size
+        self.seed = seed
+        self._last = -1
+        #: The latest estimates, ``{"marginal_likelihood/test": ..., "lower_bound/test": ..., ...}``.
+        self.results: dict[str, float] = {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+        after = pl_module.samples_evaluated
+        before = after - batch.shape[0] * trainer.world_size
+        if self.during_fit and after >= self.start and self.schedule.due(max(before, self.start - 1), after):
+            self.evaluate(trainer, pl_module, ("train", "test"))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.during_fit and self._last != pl_module.samples_evaluated:
+            self.evaluate(trainer, pl_module, ("train", "test"))
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluate(trainer, pl_module, ("test",))
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, splits: Sequence[str]) -> dict[str, float]:
+        """Both estimates (and the lower bound) on the first points of each split; logs and returns them."""
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, InMemoryDataModule):
+            raise TypeError("MarginalLikelihoodCallback reads the first points of each split from an InMemoryDataModule")
+        datamodule.setup()
+        self._last = pl_module.samples_evaluated
+        was_training = pl_module.training
+        pl_module.eval()
+        results, started = {}, time.perf_counter()
+        with torch.inference_mode(False):
+            for split in splits:
+                means = self._estimate(trainer, pl_module, datamodule.splits[split][: self.num_datapoints], split)
+                results.update({f"{name}/{split}": value for name, value in means.items()})
+        pl_module.train(was_training)
+        self.results = results
+        log_at_samples(trainer, {k: v for k, v in results.items() if not k.startswith("lower_bound")}, pl_module.samples_evaluated)
+        for split in splits:
+            rank_zero_info(
+                f"log p(x) of the first {self.num_datapoints:,} {split} points at {pl_module.samples_evaluated:,} samples: "
+                f"HMC {results[f'marginal_likelihood/{split}']:.2f}, "
+                f"importance ({self.importance_samples:,} samples) {results[f'marginal_likelihood_importance/{split}']:.2f}, "
+                f"lower bound {results[f'lower_bound/{split}']:.2f} nats per datapoint ({time.perf_counter() - started:.0f} s)"
+            )
+        return results
+
+    def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: torch.Tensor, split: str) -> dict[str, float]:
+        shard = data[trainer.global_rank :: trainer.world_size].to(pl_module.device)
+        generator = torch.Generator(device=pl_module.device).manual_seed(
+            hash((self.seed, pl_module.samples_evaluated, trainer.global_rank, split == "test")) & (2**63 - 1))
+        metrics = {name: MeanMetric().to(pl_module.device) for name in ("marginal_likelihood", "marginal_likelihood_importance", "lower_bound")}
+        chunks = shard.split(self.chunk_size)
+        for x in tqdm(chunks, desc=f"log p(x), {split}", leave=False, disable=not trainer.is_global_zero or not trainer.progress_bar_callback):
+            mu, _ = pl_module.encode(x)
+            metrics["marginal_likelihood"].update(hmc_log_marginal(
+                pl_module.log_joint, x, pl_module.hparams.latent_dim, init=mu.detach(), generator=generator, **self.hmc_args))
+            metrics["marginal_likelihood_importance"].update(
+                importance_log_marginal(pl_module, x, self.importance_samples, generator=generator))
+            with torch.no_grad():
+                metrics["lower_bound"].update(pl_module.lower_bound(x, generator=generator))
+        return {name: metric.compute().item() for name, metric in metrics.items()}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"last": self._last}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._last = state_dict["last"]

@@ -1,0 +1,70 @@
+"""The marginal-likelihood callback during fit and test, through the real CLI."""
+
+import pytest
+import torch
+
+from callbacks import MarginalLikelihoodCallback
+from lit_vae.cli import cli
+from lit_vae.events import read_scalars
+from tests.conftest import REPO
+from tests.test_training import fit, parameters
+
+FAST = (
+    "--model.init_args.hidden_dim=50", "--trainer.max_steps=30", "--model.init_args.adagrad_warmup_batches=0",
+    "--marginal_likelihood.start=1000", "--marginal_likelihood.num_datapoints=40",
+    "--marginal_likelihood.num_samples=20", "--marginal_likelihood.burn_in=20",
+    "--marginal_likelihood.importance_samples=50", "--marginal_likelihood.chunk_size=20",
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+    """The Figure 3 configuration (Ntrain = 1000) for 3 epochs, with and without the estimates."""
+    tmp = tmp_path_factory.mktemp("figure3")
+    fit(tmp / "with", data_dir, *FAST, config="figure3_n1000.yaml")
+    fit(tmp / "without", data_dir, *FAST, "--marginal_likelihood.during_fit=false", config="figure3_n1000.yaml")
+    return tmp / "with" / "runs" / "mnist_nz3" / "version_0", tmp / "without" / "runs" / "mnist_nz3" / "version_0"
+
+
+class TestDuringFit:
+    def test_logs_both_estimates_at_the_schedule(self, runs):
+        scalars = read_scalars(runs[0])
+        for tag in ("marginal_likelihood/train", "marginal_likelihood/test",
+                    "marginal_likelihood_importance/train", "marginal_likelihood_importance/test"):
+            assert [step for step, _ in scalars[tag]] == [1000, 2000, 3000]  # 10^3, 2 x 10^3, the end
+            assert all(-800 < value < -100 for _, value in scalars[tag])
+
+    def test_estimates_rise_with_training(self, runs):
+        scalars = read_scalars(runs[0])
+        for tag in ("marginal_likelihood/train", "marginal_likelihood_importance/test"):
+            assert scalars[tag][-1][1] > scalars[tag][0][1]
+
+    def test_leaves_training_untouched(self, runs):
+        """Same parameters and the same lower-bound curve with and without the evaluations."""
+        a = parameters(runs[0] / "checkpoints" / "last.ckpt")
+        b = parameters(runs[1] / "checkpoints" / "last.ckpt")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        with_ml, without = read_scalars(runs[0]), read_scalars(runs[1])
+        assert with_ml["lower_bound/train"] == without["lower_bound/train"]
+        assert with_ml["lower_bound/test"] == without["lower_bound/test"]
+        assert "marginal_likelihood/train" not in without
+
+
+class TestOnTest:
+    def test_reports_both_estimates_above_the_lower_bound(self, runs, tmp_path, data_dir):
+        result = cli([
+            "test", "--config", str(REPO / "configs" / "figure3_n1000.yaml"), f"--data.init_args.data_dir={data_dir}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}", "--progress_bar.refresh_rate=0",
+            "--marginal_likelihood.num_datapoints=100", "--marginal_likelihood.importance_samples=200",
+            f"--ckpt_path={runs[1] / 'checkpoints' / 'last.ckpt'}",
+        ])
+        assert "lower_bound/test" in result.trainer.callback_metrics
+        scalars = read_scalars(tmp_path)
+        (step, hmc_estimate), = scalars["marginal_likelihood/test"]
+        (_, importance), = scalars["marginal_likelihood_importance/test"]
+        assert step == 3000  # the checkpoint's samples evaluated
+        (callback,) = [c for c in result.trainer.callbacks if isinstance(c, MarginalLikelihoodCallback)]
+        assert callback.results["marginal_likelihood/test"] == pytest.approx(hmc_estimate, abs=1e-4)
+        # log p(x) >= the lower bound of the same 100 points, for both estimates
+        assert importance > callback.results["lower_bound/test"]
+        assert hmc_estimate > callback.results["lower_bound/test"]
