@@ -42,7 +42,7 @@ def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 10
     params = [*encoder.parameters(), *decoder.parameters()]
     for module in (encoder, decoder):
         init_normal_(module, 0.01)
-    optimizer = torch.optim.Adagrad(params, lr=0.02, eps=1e-8, weight_decay=1 / len(data))
+    optimizer = torch.optim.Adagrad(params, lr=0.02, eps=1e-8, weight_decay=1 / len(data), fused=True)
 
     def log_likelihood(x, z):
         return decoder.log_prob(x, decoder(z))

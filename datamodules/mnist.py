@@ -46,6 +46,9 @@ class MNISTDataModule(InMemoryDataModule):
         seed: seed of the data order (and dynamic binarisation); by default drawn from the
             global RNG, so ``seed_everything`` fixes it.
         binarize_seed: seed of the static binarisation.
+        pixel_divisor: grey level = pixel / ``pixel_divisor``. 255 maps the pixels onto [0, 1];
+            256 gives the values of ``mnist.pkl.gz`` (largest 255/256), the file the paper-era
+            code read, whose targets never reach 1 (see the README's reproduction notes).
         download: try to download missing files.
     """
 
@@ -61,6 +64,7 @@ class MNISTDataModule(InMemoryDataModule):
         eval_batch_size: int = 1_000,
         seed: int | None = None,
         binarize_seed: int = 0,
+        pixel_divisor: Literal[255, 256] = 255,
         download: bool = True,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)
@@ -76,6 +80,7 @@ class MNISTDataModule(InMemoryDataModule):
         self.train_size = train_size
         self.val_size = val_size
         self.binarize_seed = binarize_seed
+        self.pixel_divisor = pixel_divisor
         self.download = download
 
     @property
@@ -97,8 +102,8 @@ class MNISTDataModule(InMemoryDataModule):
         self.prepare_data()
         for name in SHA256:
             _check_file(self.raw_folder / name)
-        grey_train = _images(MNIST(str(self.data_dir), train=True, download=False))
-        train, test = grey_train, _images(MNIST(str(self.data_dir), train=False, download=False))
+        grey_train = self._images(train=True)
+        train, test = grey_train, self._images(train=False)
         if self.binarize != "none":
             generator = torch.Generator().manual_seed(self.binarize_seed)
             train, test = torch.bernoulli(train, generator=generator), torch.bernoulli(test, generator=generator)
@@ -114,9 +119,9 @@ class MNISTDataModule(InMemoryDataModule):
     def val_dataloader(self):  # noqa: ANN201 - the loader type is TensorBatches
         return self._loader("validation")
 
-
-def _images(dataset: MNIST) -> Tensor:
-    return dataset.data.reshape(len(dataset.data), -1).float().div_(255.0)
+    def _images(self, train: bool) -> Tensor:
+        data = MNIST(str(self.data_dir), train=train, download=False).data
+        return data.reshape(len(data), -1).float().div_(self.pixel_divisor)
 
 
 def _bernoulli(batch: Tensor, generator: torch.Generator) -> Tensor:

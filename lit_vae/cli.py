@@ -84,8 +84,12 @@ class VAECLI(LightningCLI):
             path = find_last_checkpoint(config, logger)
         elif not Path(path).is_file():
             self.parser.error(f"--ckpt_path: no checkpoint file at {path}")
-        version = re.fullmatch(r"version_(\d+)", Path(path).resolve().parent.parent.name)
+        # <save_dir>/<name>/version_<n>/checkpoints/<file>: keep logging into that run's folder.
+        run = Path(path).resolve().parent.parent
+        version = re.fullmatch(r"version_(\d+)", run.name)
         if version and isinstance(logger, Namespace) and "init_args" in logger and config.checkpoint.dirpath is None:
+            logger.init_args.save_dir = str(run.parent.parent)
+            logger.init_args.name = run.parent.name
             logger.init_args.version = int(version.group(1))
         return str(path)
 

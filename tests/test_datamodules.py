@@ -59,6 +59,12 @@ class TestMNIST:
         assert set(test.unique().tolist()) == {0.0, 1.0}
         assert torch.equal(next(iter(dm.test_dataloader())), next(iter(dm.test_dataloader())))
 
+    def test_paper_era_pixel_divisor(self, data_dir, mnist_data):
+        dm = MNISTDataModule(data_dir=str(data_dir), pixel_divisor=256, download=False)
+        dm.setup()
+        torch.testing.assert_close(dm.splits["train"], mnist_data.splits["train"] * 255 / 256)
+        assert dm.splits["test"].max() == 255 / 256
+
     def test_first_n_training_images(self, data_dir, mnist_data):
         dm = MNISTDataModule(data_dir=str(data_dir), train_size=1000, download=False)
         dm.setup()

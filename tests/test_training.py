@@ -109,6 +109,14 @@ class TestResume:
         assert all(value == whole_test[step] for step, value in parts_test if step in whole_test)
         assert sorted(p.name for p in parts.glob("config*.yaml")) == ["config.resume-1.yaml", "config.yaml"]
 
+    def test_resume_from_a_file_logs_into_its_run(self, tmp_path, data_dir):
+        fit(tmp_path, data_dir, *self.ARGS, "--trainer.max_steps=50")
+        checkpoint = tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt"
+        # run from another save_dir: the checkpoint's own run folder still wins
+        fit(tmp_path / "elsewhere", data_dir, *self.ARGS, "--trainer.max_steps=60", f"--ckpt_path={checkpoint}")
+        assert not (tmp_path / "elsewhere" / "runs").exists()
+        assert read_scalars(checkpoint.parent.parent)["lower_bound/test"][-1][0] == 6000
+
     def test_nothing_to_resume_is_a_clear_error(self, tmp_path, data_dir):
         with pytest.raises(SystemExit, match="no last.ckpt in .*mnist_nz20/version_\\*/checkpoints"):
             fit(tmp_path, data_dir, "--ckpt_path=last")
