@@ -4,10 +4,8 @@ import pytest
 import torch
 
 from callbacks import MarginalLikelihoodCallback
-from lit_vae.cli import cli
 from lit_vae.events import read_scalars
-from tests.conftest import REPO
-from tests.test_training import fit, parameters
+from tests.test_training import evaluate, fit, parameters
 
 FAST = (
     "--model.init_args.hidden_dim=50", "--trainer.max_steps=30", "--model.init_args.adagrad_warmup_batches=0",
@@ -23,7 +21,7 @@ def runs(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("figure3")
     fit(tmp / "with", data_dir, *FAST, config="figure3_n1000.yaml")
     fit(tmp / "without", data_dir, *FAST, "--marginal_likelihood.during_fit=false", config="figure3_n1000.yaml")
-    return tmp / "with" / "runs" / "mnist_nz3" / "version_0", tmp / "without" / "runs" / "mnist_nz3" / "version_0"
+    return tmp / "with" / "runs" / "figure3_n1000" / "version_0", tmp / "without" / "runs" / "figure3_n1000" / "version_0"
 
 
 class TestDuringFit:
@@ -52,12 +50,9 @@ class TestDuringFit:
 
 class TestOnTest:
     def test_reports_both_estimates_above_the_lower_bound(self, runs, tmp_path, data_dir):
-        result = cli([
-            "test", "--config", str(REPO / "configs" / "figure3_n1000.yaml"), f"--data.init_args.data_dir={data_dir}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}", "--progress_bar.refresh_rate=0",
-            "--marginal_likelihood.num_datapoints=100", "--marginal_likelihood.importance_samples=200",
-            f"--ckpt_path={runs[1] / 'checkpoints' / 'last.ckpt'}",
-        ])
+        result = evaluate(tmp_path, data_dir, runs[1] / "checkpoints" / "last.ckpt",
+                          "--marginal_likelihood.num_datapoints=100", "--marginal_likelihood.importance_samples=200",
+                          config="figure3_n1000.yaml")
         assert "lower_bound/test" in result.trainer.callback_metrics
         scalars = read_scalars(tmp_path)
         (step, hmc_estimate), = scalars["marginal_likelihood/test"]

@@ -24,6 +24,15 @@ def fit(tmp_path, data_dir, *args, config="mnist.yaml"):
     ])
 
 
+def evaluate(save_dir, data_dir, checkpoint, *args, config="mnist.yaml"):
+    """``train.py test`` of ``checkpoint``, logging under ``save_dir``."""
+    return cli([
+        "test", "--config", str(REPO / "configs" / config), f"--data.init_args.data_dir={data_dir}",
+        f"--trainer.logger.init_args.save_dir={save_dir}", "--progress_bar.refresh_rate=0",
+        f"--ckpt_path={checkpoint}", *args,
+    ])
+
+
 def parameters(checkpoint):
     return torch.load(checkpoint, weights_only=False)["state_dict"]
 
@@ -75,12 +84,8 @@ class TestFit:
         assert model.lower_bound(x).shape == (3,) and model.sample(4).shape == (4, 784)
 
     def test_test_subcommand_reproduces_the_final_test_bound(self, mnist_run, tmp_path, data_dir):
-        result = cli([
-            "test", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}", "--progress_bar.refresh_rate=0",
-            "--marginal_likelihood.num_datapoints=10", "--marginal_likelihood.importance_samples=10",
-            f"--ckpt_path={mnist_run / 'checkpoints' / 'last.ckpt'}",
-        ])
+        result = evaluate(tmp_path, data_dir, mnist_run / "checkpoints" / "last.ckpt",
+                          "--marginal_likelihood.num_datapoints=10", "--marginal_likelihood.importance_samples=10")
         final = read_scalars(mnist_run)["lower_bound/test"][-1]
         assert result.trainer.callback_metrics["lower_bound/test"].item() == pytest.approx(final[1], abs=1e-3)
         assert read_scalars(tmp_path)["lower_bound/test"] == [(final[0], pytest.approx(final[1], abs=1e-3))]
@@ -158,11 +163,15 @@ class TestDistributed:
         result = subprocess.run(
             [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
              f"--data.init_args.data_dir={data_dir}", "--trainer.strategy=ddp", "--trainer.devices=2",
-             "--trainer.max_steps=300", "--model.init_args.hidden_dim=50", "--progress_bar.refresh_rate=0"],
+             "--trainer.max_steps=300", "--model.init_args.hidden_dim=50", "--progress_bar.refresh_rate=0",
+             # the marginal likelihood too, its points sharded over the ranks
+             "--model.init_args.latent_dim=3", "--marginal_likelihood.during_fit=true", "--marginal_likelihood.start=50000",
+             "--marginal_likelihood.num_datapoints=41", "--marginal_likelihood.importance_samples=20",
+             "--marginal_likelihood.num_samples=20", "--marginal_likelihood.burn_in=10"],
             cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        runs = list((tmp_path / "runs" / "mnist_nz20").iterdir())
+        runs = list((tmp_path / "runs" / "mnist_nz3").iterdir())
         assert len(runs) == 1  # one run folder, written once
         scalars = read_scalars(runs[0])
         # each step evaluates 2 x 100 samples: an epoch of 50,000 is 250 steps
@@ -170,3 +179,6 @@ class TestDistributed:
         assert [s for s, _ in scalars["lower_bound/test"]][-1] == 60_000
         assert scalars["lower_bound/test"][-1][1] > scalars["lower_bound/test"][0][1] + 100
         assert VAE.load_from_checkpoint(runs[0] / "checkpoints" / "last.ckpt").samples_evaluated == 60_000
+        for tag in ("marginal_likelihood/train", "marginal_likelihood_importance/test"):
+            assert [s for s, _ in scalars[tag]] == [50_000, 60_000]
+        assert result.stderr.count("log p(x) of the first 41 test points") == 2  # printed once (rank zero) per evaluation
