@@ -16,7 +16,8 @@ from torch import Tensor
 #: ``log_likelihood(x, z) -> log p(x|z)`` for ``z`` of shape ``[..., B, Nz]``, summed over pixels.
 LogLikelihood = Callable[[Tensor, Tensor], Tensor]
 
-_LOG_2PI = math.log(2.0 * math.pi)
+#: log(2 pi), the normalising constant of every Gaussian density here.
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
@@ -26,7 +27,13 @@ def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
 
 def standard_normal_log_density(z: Tensor) -> Tensor:
     """log N(z; 0, I), summed over the last dimension: the prior p(z) of Section 3."""
-    return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+def reparameterized_log_density(eps: Tensor, logvar: Tensor) -> Tensor:
+    """log q(z|x) at z = mu + sigma * eps, summed over the last dimension:
+    sum_j -1/2 (log 2 pi + log sigma_j^2 + eps_j^2) (q of Eq. 9, evaluated through eps)."""
+    return -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)
 
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -41,10 +48,9 @@ def sgvb_a(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: L
     """Generic SGVB estimator L^A (Eq. 6), per datapoint.
 
     L^A = 1/L sum_l [log p(x, z_l) - log q(z_l|x)],  z_l = mu + sigma * eps_l.
-    With z_l built from eps_l, log q(z_l|x) = sum_j -1/2 (log 2 pi + log sigma_j^2 + eps_lj^2).
     """
     z = reparameterize(mu, logvar, eps)
-    log_q = -0.5 * (eps.pow(2) + logvar + _LOG_2PI).sum(-1)
+    log_q = reparameterized_log_density(eps, logvar)
     return (log_likelihood(x, z) + standard_normal_log_density(z) - log_q).mean(0)
 
 

@@ -17,12 +17,12 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
+from lit_vae.estimators import LOG_2PI, reparameterize, reparameterized_log_density
 from lit_vae.hmc import hmc
 
 #: ``log_joint(x, z) -> log p(x, z)`` for ``z`` of shape ``[..., B, Nz]`` (``VAE.log_joint``).
 LogJoint = Callable[[Tensor, Tensor], Tensor]
 
-_LOG_2PI = math.log(2 * math.pi)
 #: Bandwidth multipliers tried around Scott's rule n^(-1/(D+4)).
 _BANDWIDTHS = torch.logspace(math.log10(0.2), math.log10(3.0), 15).tolist()
 
@@ -129,13 +129,13 @@ class _Whitened:
 
     def gaussian(self, z: Tensor) -> Tensor:
         d = z.shape[-1]
-        return -0.5 * (self.whiten(z).pow(2).sum(-1) + d * _LOG_2PI) - self.log_det
+        return -0.5 * (self.whiten(z).pow(2).sum(-1) + d * LOG_2PI) - self.log_det
 
     def kde(self, z: Tensor, bandwidth: Tensor | float) -> Tensor:
         n, d = self.u.shape[1], self.u.shape[2]
         h = torch.as_tensor(bandwidth, dtype=z.dtype, device=z.device).reshape(-1, 1, 1)
         dist = torch.cdist(self.whiten(z), self.u).pow(2)  # [B, m, n]
-        log_kernel = -0.5 * dist / h**2 - d * h.log() - 0.5 * d * _LOG_2PI
+        log_kernel = -0.5 * dist / h**2 - d * h.log() - 0.5 * d * LOG_2PI
         return torch.logsumexp(log_kernel, -1) - math.log(n) - self.log_det
 
 
@@ -158,7 +158,7 @@ def importance_log_marginal(
     for start in range(0, num_samples, chunk_size):
         k = min(chunk_size, num_samples - start)
         eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        log_q = -0.5 * (eps.pow(2) + logvar + _LOG_2PI).sum(-1)
+        z = reparameterize(mu, logvar, eps)
+        log_q = reparameterized_log_density(eps, logvar)
         total = torch.logaddexp(total, torch.logsumexp(model.log_joint(x, z) - log_q, 0))
     return total - math.log(num_samples)

@@ -6,13 +6,11 @@ q(z|x); a decoder gives the parameters of p(x|z) and scores data under them.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_LOG_2PI = math.log(2.0 * math.pi)
+from lit_vae.estimators import LOG_2PI
 
 
 class GaussianMLPEncoder(nn.Module):
@@ -79,7 +77,7 @@ class GaussianMLPDecoder(nn.Module):
     def log_prob(x: Tensor, params: tuple[Tensor, Tensor]) -> Tensor:
         """log N(x; mu, diag(sigma^2)) summed over pixels (Eq. 12)."""
         mean, logvar = params
-        return -0.5 * (_LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar)).sum(-1)
+        return -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar)).sum(-1)
 
     @staticmethod
     def mean(params: tuple[Tensor, Tensor]) -> Tensor:
