@@ -17,6 +17,7 @@ class LogSpacedSchedule:
         if not mantissas or any(not 1 <= m < 10 for m in mantissas):
             raise ValueError(f"mantissas must be non-empty and in [1, 10), got {list(mantissas)}")
         self.mantissas = sorted(mantissas)
+        self._start, self._point = 0, 0
 
     def next_after(self, n: int) -> int:
         """The smallest point greater than ``n``."""
@@ -29,4 +30,8 @@ class LogSpacedSchedule:
             k += 1
 
     def due(self, before: int, after: int) -> bool:
-        return self.next_after(before) <= after
+        # Called every training step: remember the interval [start, point) on which
+        # next_after(n) == point, and search again only when ``before`` leaves it.
+        if not self._start <= before < self._point:
+            self._start, self._point = before, self.next_after(before)
+        return self._point <= after

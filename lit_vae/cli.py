@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
 
+from callbacks.images import ImagesCallback
 from callbacks.lower_bound import LowerBoundCallback
 from callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from lit_vae.model import VAE
@@ -56,6 +57,7 @@ class VAECLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(LowerBoundCallback, "lower_bound")
         parser.add_lightning_class_args(MarginalLikelihoodCallback, "marginal_likelihood")
+        parser.add_lightning_class_args(ImagesCallback, "images")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(TQDMProgressBar, "progress_bar")
         parser.set_defaults({

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
 
 
 @rank_zero_only
@@ -15,3 +17,12 @@ def log_at_samples(trainer: pl.Trainer, metrics: dict[str, float], samples: int)
     """
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=samples)
+
+
+@rank_zero_only
+def log_image_at_samples(trainer: pl.Trainer, tag: str, image: Tensor, samples: int) -> None:
+    """Add ``image`` (``[3, H, W]``, values in [0, 1]) to every TensorBoard logger of ``trainer``
+    with step = training samples evaluated; other loggers have no common image call and are skipped."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, image, global_step=samples)

@@ -118,11 +118,15 @@ class VAE(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.lower_bound(x, self.hparams.num_samples)
 
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """The mean of p(x|z) (what Figures 4 and 5 show) for ``z`` of shape ``[..., Nz]``."""
+        return self.decoder.mean(self.decoder(z))
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Means of p(x|z) at ``n`` draws z ~ p(z) = N(0, I) (what Figure 5 shows); ``[n, D]``."""
         z = torch.randn((n, self.hparams.latent_dim), generator=generator, device=self.device)
-        return self.decoder.mean(self.decoder(z))
+        return self.decode_mean(z)
 
     def _estimate_eager(self, x: Tensor, eps: Tensor) -> Tensor:
         mu, logvar = self.encoder(x)

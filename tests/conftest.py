@@ -7,7 +7,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def shared_data_dir() -> Path:
-    return Path(os.environ.get("LIT_VAE_DATA_DIR", REPO.parent / "shared" / "data"))
+    return Path(os.environ.get("LIT_VAE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -182,3 +182,6 @@ class TestDistributed:
         for tag in ("marginal_likelihood/train", "marginal_likelihood_importance/test"):
             assert [s for s, _ in scalars[tag]] == [50_000, 60_000]
         assert result.stderr.count("log p(x) of the first 41 test points") == 2  # printed once (rank zero) per evaluation
+        # pictures drawn once, by rank zero, at the end as well
+        assert sorted(path.name for path in (runs[0] / "images").iterdir()) == [
+            "manifold_60000.png", "reconstructions_60000.png", "samples_60000.png"]

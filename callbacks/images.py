@@ -1,0 +1,168 @@
+"""Pictures of the model while it trains: the learned manifold (Appendix A, Figure 4), samples from
+the prior (Figure 5) and reconstructions of test images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from callbacks.schedule import LogSpacedSchedule
+from datamodules.base import InMemoryDataModule
+from lit_vae.logging import log_image_at_samples
+
+
+def manifold_points(size: int, latent_dim: int, dims: Sequence[int] = (0, 1)) -> Tensor:
+    """The latent points of the manifold grid (Appendix A): ``[size^2, latent_dim]`` (one row of
+    ``size`` points when ``latent_dim`` is 1).
+
+    Coordinates linearly spaced on the unit square, (i + 0.5) / size for i = 0 .. size - 1, are
+    mapped through the inverse CDF of the standard normal, so that the grid covers the prior
+    evenly in probability. Point ``r * size + c`` (row r, column c of the picture) has
+    ``z[dims[0]]`` from column c and ``z[dims[1]]`` from row r; every other dimension is 0, the
+    prior's mean.
+    """
+    if size < 1:
+        raise ValueError(f"manifold size must be >= 1, got {size}")
+    axis = torch.special.ndtri((torch.arange(size, dtype=torch.float64) + 0.5) / size).float()
+    if latent_dim == 1:
+        return axis[:, None]
+    if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= d < latent_dim for d in dims):
+        raise ValueError(f"manifold_dims must be two different latent dimensions in [0, {latent_dim}), got {list(dims)}")
+    z = torch.zeros(size, size, latent_dim)
+    z[:, :, dims[0]] = axis[None, :]
+    z[:, :, dims[1]] = axis[:, None]
+    return z.reshape(size * size, latent_dim)
+
+
+class ImagesCallback(pl.Callback):
+    """Logs ``images/manifold``, ``images/samples`` and ``images/reconstructions`` to TensorBoard
+    with step = training samples evaluated, at the lower bound's log-spaced points (1, 2, 5 x
+    10^k samples) and at the end of training; the final ones are also saved as
+    ``images/<name>_<samples>.png`` in the run folder (a resumed run adds its own, later files).
+
+    - manifold: decoder means on the :func:`manifold_points` grid, ``manifold_size`` squared
+      (Appendix A: 20 x 20 for MNIST, 10 x 10 for Frey Face). For Nz > 2 it spans the latent
+      dimensions ``manifold_dims`` with the others at 0, so what it shows depends on which
+      dimensions the model uses.
+    - samples: decoder means at ``num_samples`` fixed draws z ~ N(0, I) (Figure 5), the same
+      draws at every point, so the pictures show how the model changes.
+    - reconstructions: the first ``num_reconstructions`` test images, each row of originals
+      followed by a row of their reconstructions (decoder mean at the encoder mean).
+
+    Images are 28 x 28 (MNIST) or 28 rows x 20 columns (Frey Face), from the data module's
+    ``image_shape``, values in [0, 1]. Only global rank 0 draws; nothing here touches the
+    training RNG (the sample draws come from a generator of their own).
+
+    Args:
+        manifold_size: points per axis of the manifold grid.
+        manifold_dims: the two latent dimensions the grid spans when Nz > 2.
+        num_samples: prior samples in ``images/samples``.
+        num_reconstructions: test images in ``images/reconstructions`` (a multiple of ``nrow``).
+        nrow: images per row in the samples and reconstructions grids.
+        seed: seed of the fixed prior draws.
+        mantissas: the schedule's points are ``m x 10^k`` for each mantissa ``m``.
+    """
+
+    def __init__(
+        self,
+        manifold_size: int = 20,
+        manifold_dims: tuple[int, int] = (0, 1),
+        num_samples: int = 100,
+        num_reconstructions: int = 50,
+        nrow: int = 10,
+        seed: int = 0,
+        mantissas: Sequence[float] = (1, 2, 5),
+    ) -> None:
+        for name, value in (("manifold_size", manifold_size), ("num_samples", num_samples), ("nrow", nrow)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if num_reconstructions < 0 or num_reconstructions % nrow:
+            raise ValueError(f"num_reconstructions must be a non-negative multiple of nrow={nrow}, got {num_reconstructions}")
+        self.manifold_size = manifold_size
+        self.manifold_dims = tuple(manifold_dims)
+        self.num_samples = num_samples
+        self.num_reconstructions = num_reconstructions
+        self.nrow = nrow
+        self.seed = seed
+        self.schedule = LogSpacedSchedule(mantissas)
+        self._shape: tuple[int, int] | None = None
+        self._last_logged = -1
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        latent_dim = pl_module.hparams.latent_dim
+        # Checked here, before training starts, so a bad choice does not fail at the first picture.
+        self._manifold_z = manifold_points(self.manifold_size, latent_dim, self.manifold_dims)
+        self._sample_z = torch.randn(self.num_samples, latent_dim, generator=torch.Generator().manual_seed(self.seed))
+        # trainer.log_dir broadcasts from rank 0, so it is read here, where every rank calls it.
+        self._folder = Path(trainer.log_dir or trainer.default_root_dir) / "images"
+        data = trainer.datamodule
+        self._shape = data.image_shape if isinstance(data, InMemoryDataModule) else None
+        if self._shape is None:
+            rank_zero_warn("ImagesCallback needs one of this project's data modules (image shape, test split); no images are logged.")
+        else:
+            data.setup(stage)
+            test = data.splits["test"]
+            self._test_images = test[: min(self.num_reconstructions, len(test) // self.nrow * self.nrow)]
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        after = pl_module.samples_evaluated
+        if self.schedule.due(after - batch.shape[0] * trainer.world_size, after):
+            self._log(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        images = self._log(trainer, pl_module, final=True)
+        if images:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            for name, image in images.items():
+                save_image(image, self._folder / f"{name}_{pl_module.samples_evaluated}.png")
+
+    @rank_zero_only
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool = False) -> dict[str, Tensor]:
+        images = self.draw(pl_module)
+        # The end of training may fall on a schedule point: log each step once.
+        if not (final and self._last_logged == pl_module.samples_evaluated):
+            for name, image in images.items():
+                log_image_at_samples(trainer, f"images/{name}", image, pl_module.samples_evaluated)
+        self._last_logged = pl_module.samples_evaluated
+        return images
+
+    @torch.no_grad()
+    def draw(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
+        """The three pictures as ``[3, H, W]`` grids with values in [0, 1], keyed by name
+        (empty without a data module that gives the image shape)."""
+        shape = self._shape
+        if shape is None:
+            return {}
+        was_training = pl_module.training
+        pl_module.eval()
+        device = pl_module.device
+        images = {
+            "manifold": self._grid(pl_module.decode_mean(self._manifold_z.to(device)), shape, self.manifold_size, padding=0),
+            "samples": self._grid(pl_module.decode_mean(self._sample_z.to(device)), shape, self.nrow),
+        }
+        if len(self._test_images):
+            x = self._test_images.to(device)
+            reconstruction = pl_module.decode_mean(pl_module.encode(x)[0])
+            # Rows of originals, each followed by the row of their reconstructions.
+            pairs = torch.stack([x.view(-1, self.nrow, x.shape[-1]), reconstruction.view(-1, self.nrow, x.shape[-1])], dim=1)
+            images["reconstructions"] = self._grid(pairs.reshape(-1, x.shape[-1]), shape, self.nrow)
+        pl_module.train(was_training)
+        return images
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_logged": self._last_logged}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_logged = state_dict["last_logged"]
+
+    @staticmethod
+    def _grid(pixels: Tensor, shape: tuple[int, int], nrow: int, padding: int = 2) -> Tensor:
+        tiles = pixels.float().cpu().clamp(0, 1).view(-1, 1, *shape)
+        return make_grid(tiles, nrow=nrow, padding=padding, pad_value=1.0)

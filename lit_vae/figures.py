@@ -1,0 +1,189 @@
+"""The paper's Figure 2 and Figure 3 drawn from the TensorBoard event files of finished runs.
+
+    python -m lit_vae.figures runs/mnist_nz20 runs/frey_face_nz10 --out figure2.png --paper
+    python -m lit_vae.figures runs/figure3_n1000 --figure 3 --out figure3.png
+
+Every folder under the given paths that holds event files is one run (a resumed run's files in
+the same folder are merged). Figure 2 has one panel per data set and latent size, with
+``lower_bound/train`` solid and ``lower_bound/test`` dashed; Figure 3 has one panel per training
+set size, with ``marginal_likelihood/train`` and ``/test``. The x axis is training samples
+evaluated, log scale; one colour per method (AEVB, wake-sleep, MCEM). ``--paper`` adds the
+paper's values from ``paper_values.csv`` (shipped with the package) as markers joined by thin
+lines. Needs matplotlib: ``pip install -e ".[figures]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lit_vae.events import read_scalars
+
+PAPER_VALUES = Path(__file__).with_name("paper_values.csv")
+
+#: figure -> (tag prefix, y axis label)
+FIGURES = {2: ("lower_bound", "lower bound per datapoint (nats)"),
+           3: ("marginal_likelihood", "marginal log-likelihood per datapoint (nats)")}
+METHODS = {"VAE": "AEVB", "WakeSleep": "wake-sleep", "MCEM": "MCEM"}
+COLOURS = {"AEVB": "tab:red", "wake-sleep": "tab:blue", "MCEM": "tab:green"}
+LINESTYLES = {"train": "-", "test": "--"}
+_DATASETS_BY_SIZE = {784: "MNIST", 560: "Frey Face"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder: what it trained, and its scalars as ``{tag: [(step, value), ...]}``."""
+
+    path: Path
+    dataset: str
+    method: str
+    latent_dim: int
+    train_size: int
+    scalars: dict[str, list[tuple[int, float]]]
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """The folders under ``paths`` that directly hold TensorBoard event files, in sorted order."""
+    folders: set[Path] = set()
+    for path in map(Path, paths):
+        found = {file.parent for file in path.rglob("events.out.tfevents.*")} if path.is_dir() else set()
+        if not found:
+            raise FileNotFoundError(
+                f"no TensorBoard event files under {path}: pass run folders written by "
+                "`python train.py fit`, such as runs/mnist_nz20 or runs/mnist_nz20/version_0"
+            )
+        folders |= found
+    return sorted(folders)
+
+
+def load_run(folder: Path) -> Run:
+    """Read a run's scalars and, from its ``config.yaml`` (or ``hparams.yaml``), what it trained."""
+    config_file = folder / "config.yaml"
+    if config_file.is_file():
+        config = yaml.safe_load(config_file.read_text())
+        model, data = config["model"], config["data"]
+        data_class = data["class_path"].rpartition(".")[2].removesuffix("DataModule")
+        dataset = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", data_class)
+        method_class = model["class_path"].rpartition(".")[2]
+        latent_dim, train_size = model["init_args"]["latent_dim"], data["init_args"]["train_size"]
+    else:  # a run made from Python without the CLI: the model's saved hyperparameters
+        hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
+        dataset = _DATASETS_BY_SIZE.get(hparams["input_dim"], f"D = {hparams['input_dim']}")
+        method_class, latent_dim, train_size = "VAE", hparams["latent_dim"], hparams["train_size"]
+    return Run(folder, dataset, METHODS.get(method_class, method_class), latent_dim, train_size, read_scalars(folder))
+
+
+def panel_of(figure: int, dataset: str, latent_dim: int, train_size: int) -> tuple[str, str]:
+    """(row, title) of the panel a curve belongs to: Figure 2 by latent size, Figure 3 by N_train."""
+    if figure == 2:
+        return dataset, f"{dataset}, $N_z$ = {latent_dim}"
+    return dataset, f"{dataset}, $N_z$ = {latent_dim}, $N_{{train}}$ = {train_size:,}"
+
+
+def paper_curves(figure: int) -> dict[tuple[tuple[str, str], str, str], list[tuple[int, float]]]:
+    """The paper's values for ``figure``: ``{(panel, method, split): [(samples, value), ...]}``."""
+    curves: dict[tuple[tuple[str, str], str, str], list[tuple[int, float]]] = defaultdict(list)
+    with PAPER_VALUES.open() as file:
+        for row in csv.DictReader(line for line in file if not line.startswith("#")):
+            if int(row["figure"]) == figure:
+                train_size = int(row["train_size"]) if row["train_size"] else 0
+                panel = panel_of(figure, row["dataset"], int(row["latent_dim"]), train_size)
+                curves[panel, row["method"], row["split"]].append((int(row["samples"]), float(row["value"])))
+    return {key: sorted(points) for key, points in curves.items()}
+
+
+def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start: int = 100_000) -> Path:
+    """Draw ``figure`` (2 or 3) from ``runs`` into the image file ``out``, from ``start`` training
+    samples on (the paper's plots begin at 10^5); returns ``out``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit('the figure tool needs matplotlib: pip install -e ".[figures]"') from None
+    prefix, ylabel = FIGURES[figure]
+    curves = {}
+    for run in runs:
+        panel = panel_of(figure, run.dataset, run.latent_dim, run.train_size)
+        for split in LINESTYLES:
+            if points := [(step, value) for step, value in run.scalars.get(f"{prefix}/{split}", []) if step >= start]:
+                curves[panel, run.method, split, run.path] = points
+    if not curves:
+        raise SystemExit(f"none of the runs logged {prefix}/train or {prefix}/test from {start:,} samples on, which "
+                         f"Figure {figure} plots: " + ", ".join(str(run.path) for run in runs))
+    # One row of panels per data set, as in the paper's Figure 2.
+    rows: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for panel in sorted({key[0] for key in curves}, key=_panel_order):
+        rows[panel[0]].append(panel)
+    columns = max(map(len, rows.values()))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(max(3.6 * columns, 7.2), 3.0 * len(rows) + 0.6), squeeze=False)
+    where = {}
+    for r, in_row in enumerate(rows.values()):
+        for c in range(columns):
+            if c < len(in_row):
+                where[in_row[c]] = axes[r][c]
+            else:
+                axes[r][c].set_visible(False)
+    for (panel, method, split, _), points in sorted(curves.items(), key=lambda item: _curve_order(*item[0][1:3])):
+        steps, values = zip(*points)
+        where[panel].plot(steps, values, LINESTYLES[split], color=COLOURS.get(method), label=f"{method} ({split})")
+    if paper:
+        for (panel, method, split), points in sorted(paper_curves(figure).items(), key=lambda item: _curve_order(*item[0][1:])):
+            if panel in where:
+                steps, values = zip(*points)
+                where[panel].plot(steps, values, LINESTYLES[split], color=COLOURS.get(method), marker="o" if split == "train" else "s",
+                                  markersize=4, linewidth=0.8, alpha=0.5, label=f"paper {method} ({split})")
+    legend = {}  # one entry per label: several runs and panels share them
+    for (_, title), ax in where.items():
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training samples evaluated")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(True, which="major", alpha=0.3)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.05 * -(-len(legend) // 4) / len(rows), 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _panel_order(panel: tuple[str, str]) -> tuple[int, str, list[int]]:
+    """MNIST's row first (as in the paper), then panels by their numbers (Nz = 3, 5, 10, 20, 200)."""
+    return panel[0] != "MNIST", panel[0], [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", panel[1])]
+
+
+def _curve_order(method: str, split: str) -> tuple[int, str, bool]:
+    """AEVB first, then the baselines; train before test."""
+    return method != "AEVB", method, split != "train"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lit_vae.figures", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders (or folders holding them)")
+    parser.add_argument("--figure", type=int, choices=sorted(FIGURES), default=2)
+    parser.add_argument("--out", type=Path, help="image file to write (default: figure<N>.png)")
+    parser.add_argument("--paper", action="store_true", help="overlay the paper's values")
+    parser.add_argument("--start", type=int, default=100_000, help="first training-sample count to plot (default: 10^5, as the paper)")
+    args = parser.parse_args(argv)
+    try:
+        folders = find_runs(args.runs)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    out = draw([load_run(folder) for folder in folders], args.figure, args.out or Path(f"figure{args.figure}.png"), args.paper, args.start)
+    print(f"wrote {out} from {len(folders)} run(s)")
+
+
+if __name__ == "__main__":
+    main()
