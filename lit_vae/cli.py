@@ -20,7 +20,8 @@ from lightning.pytorch.core import LightningModule
 from callbacks.images import ImagesCallback
 from callbacks.lower_bound import LowerBoundCallback
 from callbacks.marginal_likelihood import MarginalLikelihoodCallback
-from lit_vae.model import VAE
+from lit_vae.checkpoints import check_checkpoint, read_checkpoint
+from lit_vae.model import VAE, NonFiniteError
 
 #: 10^7 training samples at M = 100: the right end of Figure 2.
 DEFAULT_MAX_STEPS = 100_000
@@ -95,6 +96,29 @@ class VAECLI(LightningCLI):
             logger.init_args.version = int(version.group(1))
         return str(path)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the model's hyperparameters from a ``--ckpt_path`` file here; refuse
+        an unreadable file first, with a message instead of torch's internal error."""
+        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if path is not None and Path(path).is_file():
+            try:
+                read_checkpoint(path)
+            except ValueError as error:
+                self.parser.error(f"--ckpt_path: {error}")
+        super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        """Refuse a bad ``--ckpt_path`` before the trainer writes anything (logs, config, checkpoints)."""
+        path = self.config[self.subcommand].ckpt_path
+        # "best", "last" (outside fit) and the like are names Lightning resolves itself.
+        if path is not None and Path(path).is_file():
+            try:
+                check_checkpoint(path, self.model)
+            except ValueError as error:
+                self.parser.error(f"--ckpt_path: {error}")
+
+    before_validate = before_test = before_predict = before_fit
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -145,4 +169,7 @@ def cli(args: list[str] | None = None) -> VAECLI:
 
 def main() -> None:
     """Entry point of ``train.py`` and the ``lit-vae`` console script."""
-    cli()
+    try:
+        cli()
+    except NonFiniteError as error:  # a numerical stop, explained in one line: no traceback
+        raise SystemExit(f"error: {error}") from None

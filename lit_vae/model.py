@@ -33,6 +33,11 @@ class AccumulateOnly:
         return 0.0 if step < self.batches else 1.0
 
 
+class NonFiniteError(RuntimeError):
+    """Training met a non-finite loss or non-finite parameters. The run stops before the broken
+    state is used for an update or written to a checkpoint, so the last checkpoint stays good."""
+
+
 class VAE(pl.LightningModule):
     """Variational auto-encoder trained with AEVB (Algorithm 1) on the SGVB estimator.
 
@@ -145,9 +150,21 @@ class VAE(pl.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
         generator = self.noise_generator(_TRAIN_STREAM, self.current_epoch, batch_idx)
         bound = self.lower_bound(batch, self.hparams.num_samples, generator)
-        self.samples_evaluated += batch.shape[0] * self.trainer.world_size
         # Eq. 8 per datapoint; the parameter prior enters as Adagrad's weight decay.
-        return {"loss": -bound.mean(), "lower_bound": bound.detach()}
+        loss = -bound.mean()
+        if not torch.isfinite(loss):  # stop before this loss reaches backward and the update
+            raise NonFiniteError(self._non_finite_message(f"the loss is {loss.item()}"))
+        self.samples_evaluated += batch.shape[0] * self.trainer.world_size
+        return {"loss": loss, "lower_bound": bound.detach()}
+
+    def _non_finite_message(self, what: str) -> str:
+        """Which step, how far training got, what broke, and that the last checkpoint is intact."""
+        broken = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
+        cause = (f"the parameters {', '.join(broken)} are not finite: the update of step {self.global_step} "
+                 "had a non-finite gradient" if broken else what)
+        return (f"training step {self.global_step + 1} (after {self.samples_evaluated:,} training samples): {cause}. "
+                "The run stops here without writing a checkpoint of this state; the last checkpoint written "
+                "holds the last good state. A smaller --model.init_args.learning_rate usually avoids this.")
 
     def evaluation_bound(self, batch: Tensor, batch_idx: int) -> Tensor:
         """The lower bound of an evaluation minibatch, with noise fixed by its index, so the same
@@ -190,6 +207,9 @@ class VAE(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Once per checkpoint, not per step: never write parameters that an update broke.
+        if not all(torch.isfinite(p).all() for p in self.parameters()):
+            raise NonFiniteError(self._non_finite_message("non-finite parameters"))
         checkpoint["samples_evaluated"] = self.samples_evaluated
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

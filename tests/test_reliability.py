@@ -1,0 +1,110 @@
+"""Numerical trouble stops a run loudly and keeps the last good checkpoint."""
+
+import subprocess
+import sys
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lit_vae.model import NonFiniteError
+from tests.conftest import REPO
+from tests.test_training import fit
+
+SMALL = ("--model.init_args.hidden_dim=50", "--trainer.max_steps=40", "--checkpoint.every_n_train_steps=10")
+
+
+class InjectNaN(pl.Callback):
+    """Puts a NaN into a decoder weight after training step ``step``: the state that an update
+    with a non-finite gradient leaves behind."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.decoder.hidden.weight[0, 0] = float("nan")
+
+
+def inject(step):
+    return "--trainer.callbacks+=tests.test_reliability.InjectNaN", f"--trainer.callbacks.step={step}"
+
+
+def checkpoints(tmp_path):
+    folder = tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints"
+    return {path.name: torch.load(path, weights_only=False) for path in folder.iterdir()}
+
+
+class TestNonFinite:
+    @pytest.mark.parametrize("step", [25, 30])
+    def test_stops_with_the_step_and_keeps_the_last_good_checkpoint(self, tmp_path, data_dir, step):
+        """NaN after step 25: step 26's loss is NaN and the run stops before its update. NaN after
+        step 30: the checkpoint due at step 30 is refused. Either way the step-20 checkpoint stays."""
+        with pytest.raises(NonFiniteError) as error:
+            fit(tmp_path, data_dir, *SMALL, *inject(step))
+        message = str(error.value)
+        assert f"training step {step + 1} (after {step * 100:,} training samples)" in message
+        assert "decoder.hidden.weight" in message and "last checkpoint" in message
+        saved = checkpoints(tmp_path)
+        assert sorted(saved) == ["epoch=0-step=20.ckpt", "last.ckpt"]
+        for checkpoint in saved.values():
+            assert checkpoint["global_step"] == 20
+            assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+
+    def test_console_prints_one_clear_line(self, tmp_path, data_dir):
+        result = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
+             f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+             "--progress_bar.refresh_rate=0", *SMALL, *inject(25)],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 1
+        assert "error: training step 26 (after 2,500 training samples): the parameters decoder.hidden.weight" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    """A short MNIST run with Nz = 20 and its last.ckpt."""
+    tmp = tmp_path_factory.mktemp("run")
+    fit(tmp, data_dir, "--model.init_args.hidden_dim=50", "--trainer.max_steps=20")
+    return tmp
+
+
+def snapshot(folder):
+    return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+class TestBadCheckpoint:
+    def refused(self, run, data_dir, capsys, message, *args, command=fit):
+        before = snapshot(run)
+        with pytest.raises(SystemExit) as exit_:
+            command(run, data_dir, "--model.init_args.hidden_dim=50", "--trainer.max_steps=40", *args)
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
+        assert snapshot(run) == before  # nothing written, nothing changed
+
+    def write(self, run, name, content):
+        path = run / name
+        torch.save(content, path) if not isinstance(content, bytes) else path.write_bytes(content)
+        return path
+
+    def last(self, run):
+        return run / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt"
+
+    def test_truncated(self, run, data_dir, capsys):
+        path = self.write(run, "truncated.ckpt", self.last(run).read_bytes()[:100_000])
+        self.refused(run, data_dir, capsys, f"--ckpt_path: {path} cannot be read as a checkpoint (truncated or damaged?)",
+                     f"--ckpt_path={path}")
+
+    def test_another_model_class(self, run, data_dir, capsys):
+        checkpoint = torch.load(self.last(run), weights_only=False)
+        checkpoint["state_dict"] = {"layer.weight": torch.zeros(2, 32), "layer.bias": torch.zeros(2)}  # Lightning's BoringModel
+        path = self.write(run, "boring.ckpt", checkpoint)
+        self.refused(run, data_dir, capsys, "holds a different kind of model than VAE (parameters such as layer.bias, layer.weight",
+                     f"--ckpt_path={path}")
+
+    def test_other_latent_size_on_resume(self, run, data_dir, capsys):
+        self.refused(run, data_dir, capsys, "was trained with latent_dim=20, but this run has latent_dim=5",
+                     "--ckpt_path=last", "--model.init_args.latent_dim=5", "--trainer.logger.init_args.name=mnist_nz20")
