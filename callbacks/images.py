@@ -29,7 +29,7 @@ def manifold_points(size: int, latent_dim: int, dims: Sequence[int] = (0, 1)) ->
     prior's mean.
     """
     if size < 1:
-        raise ValueError(f"manifold size must be >= 1, got {size}")
+        raise ValueError(f"manifold_size must be >= 1, got {size}")
     axis = torch.special.ndtri((torch.arange(size, dtype=torch.float64) + 0.5) / size).float()
     if latent_dim == 1:
         return axis[:, None]
@@ -97,7 +97,7 @@ class ImagesCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         latent_dim = pl_module.hparams.latent_dim
-        # Checked here, before training starts, so a bad choice does not fail at the first picture.
+        # Raises here, before training, on dimensions the model does not have (the CLI checks earlier).
         self._manifold_z = manifold_points(self.manifold_size, latent_dim, self.manifold_dims)
         self._sample_z = torch.randn(self.num_samples, latent_dim, generator=torch.Generator().manual_seed(self.seed))
         # trainer.log_dir broadcasts from rank 0, so it is read here, where every rank calls it.

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
 
-from callbacks.images import ImagesCallback
+from callbacks.images import ImagesCallback, manifold_points
 from callbacks.lower_bound import LowerBoundCallback
 from callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from lit_vae.checkpoints import check_checkpoint, read_checkpoint
@@ -108,7 +108,8 @@ class VAECLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
-        """Refuse a bad ``--ckpt_path`` before the trainer writes anything (logs, config, checkpoints)."""
+        """Refuse a bad ``--ckpt_path``, or picture settings that do not fit the model, before the
+        trainer writes anything (logs, config, checkpoints)."""
         path = self.config[self.subcommand].ckpt_path
         # "best", "last" (outside fit) and the like are names Lightning resolves itself.
         if path is not None and Path(path).is_file():
@@ -116,6 +117,12 @@ class VAECLI(LightningCLI):
                 check_checkpoint(path, self.model)
             except ValueError as error:
                 self.parser.error(f"--ckpt_path: {error}")
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ImagesCallback):
+                try:
+                    manifold_points(callback.manifold_size, self.model.hparams.latent_dim, callback.manifold_dims)
+                except ValueError as error:
+                    self.parser.error(f"--images.{error}")
 
     before_validate = before_test = before_predict = before_fit
 

@@ -130,6 +130,15 @@ class TestDuringFit:
         assert {path.name for path in (run / "images").iterdir()} == {f"{tag[7:]}_3000.png" for tag in TAGS}
 
 
+class TestSettings:
+    def test_dimensions_the_model_lacks_fail_before_anything_is_written(self, tmp_path, data_dir, capsys):
+        with pytest.raises(SystemExit) as exit_:
+            fit(tmp_path, data_dir, "--model.init_args.latent_dim=2", "--images.manifold_dims=[0, 5]")
+        assert exit_.value.code == 2
+        assert "--images.manifold_dims must be two different latent dimensions in [0, 2), got [0, 5]" in capsys.readouterr().err
+        assert list(tmp_path.iterdir()) == []
+
+
 class TestFigures:
     def test_draws_a_png_from_a_real_run(self, run, tmp_path, capsys):
         out = tmp_path / "figure2.png"
