@@ -7,12 +7,11 @@ logging into its folder, so the curves continue where they stopped.
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
@@ -20,6 +19,7 @@ from lightning.pytorch.core import LightningModule
 from callbacks.images import ImagesCallback, manifold_points
 from callbacks.lower_bound import LowerBoundCallback
 from callbacks.marginal_likelihood import MarginalLikelihoodCallback
+from datamodules.base import dataset_name
 from lit_vae.checkpoints import check_checkpoint, read_checkpoint
 from lit_vae.model import VAE, NonFiniteError
 
@@ -135,9 +135,7 @@ class VAECLI(LightningCLI):
 
 def run_name(config: Namespace) -> str:
     """``<data>_nz<latent_dim>``, e.g. ``mnist_nz20``."""
-    module, _, cls = config.data.class_path.rpartition(".")
-    data_cls: type[LightningDataModule] = getattr(importlib.import_module(module), cls)
-    name = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", data_cls.__name__.removesuffix("DataModule")).lower()
+    name = dataset_name(config.data.class_path).lower().replace(" ", "_")
     return f"{name}_nz{config.model.init_args.latent_dim}"
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from datamodules.base import dataset_name
 from lit_vae.events import read_scalars
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.csv")
@@ -69,8 +70,7 @@ def load_run(folder: Path) -> Run:
     if config_file.is_file():
         config = yaml.safe_load(config_file.read_text())
         model, data = config["model"], config["data"]
-        data_class = data["class_path"].rpartition(".")[2].removesuffix("DataModule")
-        dataset = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", data_class)
+        dataset = dataset_name(data["class_path"])
         method_class = model["class_path"].rpartition(".")[2]
         latent_dim, train_size = model["init_args"]["latent_dim"], data["init_args"]["train_size"]
     else:  # a run made from Python without the CLI: the model's saved hyperparameters
