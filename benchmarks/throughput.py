@@ -9,7 +9,12 @@
    periodic test evaluation, checkpoints. Steady-state speed is read from the wall times that
    TensorBoard stores with each ``lower_bound/train`` point (one per epoch), so start-up and
    the first epoch are left out and nothing is instrumented.
-3. The same with ``--model.init_args.compile true`` (``torch.compile``, fp32).
+3. The same with ``--model.init_args.compile true`` (``torch.compile``, fp32), and with
+   ``--model lit_vae.baselines.WakeSleep`` (the wake-sleep baseline on the same networks).
+4. The baselines against AEVB where the paper compares all three (Figure 3: 784-100-3 on
+   N = 1,000): ``configs/figure3_n1000{,_wake_sleep,_mcem}.yaml`` unchanged except that the
+   marginal likelihood is not evaluated during training. Steady-state speed is the difference of
+   two runs, k and 2k minibatches long: k M / (t(2k) - t(k)), so start-up cancels.
 
 Peak memory is the subprocess's maximum resident set size.
 """
@@ -65,20 +70,36 @@ def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 10
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def train(config: str, steps: int, threads: int, data_dir: str, runs: str, *extra: str) -> float:
+    """Run ``train.py fit --config configs/<config>`` for ``steps`` steps; returns its wall time."""
+    command = [
+        sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / config),
+        f"--trainer.max_steps={steps}", f"--trainer.logger.init_args.save_dir={runs}",
+        f"--data.init_args.data_dir={data_dir}", *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 def lightning_fit(epochs: int, threads: int, data_dir: str, *extra: str) -> tuple[float, float]:
     """(samples per second from the second epoch end to the last, peak RSS in MiB) of ``train.py fit``."""
     with tempfile.TemporaryDirectory() as runs:
-        command = [
-            sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-            f"--trainer.max_steps={epochs * 500}", f"--trainer.logger.init_args.save_dir={runs}",
-            f"--data.init_args.data_dir={data_dir}", *extra,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        train("mnist.yaml", epochs * 500, threads, data_dir, runs, *extra)
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         epoch_ends = read_events(runs)["lower_bound/train"]
         first, last = epoch_ends[1], epoch_ends[-1]
         return (last.step - first.step) / (last.wall_time - first.wall_time), peak_mib
+
+
+def steady_rate(config: str, minibatches: int, threads: int, data_dir: str, steps_per_batch: int = 1) -> float:
+    """Training samples per second of ``config`` from the difference of a ``minibatches`` and a
+    2 x ``minibatches`` run (M = 100), without the marginal likelihood during training."""
+    with tempfile.TemporaryDirectory() as runs:
+        short, long = (train(config, k * minibatches * steps_per_batch, threads, data_dir, runs,
+                             "--marginal_likelihood.during_fit=false") for k in (1, 2))
+    return minibatches * 100 / (long - short)
 
 
 def main() -> None:
@@ -87,6 +108,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="epochs of 500 steps for each Lightning run")
     parser.add_argument("--data-dir", default=os.environ.get("LIT_VAE_DATA_DIR", "data"))
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the Figure 3 comparison of the baselines")
+    parser.add_argument("--baseline-batches", type=int, default=2000, help="k, minibatches of the shorter baseline run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -103,6 +126,16 @@ def main() -> None:
     if not args.no_compile:
         compiled, _ = lightning_fit(args.epochs, args.threads, args.data_dir, "--model.init_args.compile=true")
         print(f"train.py fit (compile)       {compiled:9.0f} samples/s  = {compiled / plain:.2f} x fused plain", flush=True)
+    wake_sleep, _ = lightning_fit(args.epochs, args.threads, args.data_dir, "--model=lit_vae.baselines.WakeSleep")
+    print(f"train.py fit (wake-sleep)    {wake_sleep:9.0f} samples/s  = {wake_sleep / fit:.2f} x AEVB", flush=True)
+    if not args.no_baselines:
+        k = args.baseline_batches
+        aevb = steady_rate("figure3_n1000.yaml", k, args.threads, args.data_dir)
+        print(f"Figure 3 setting, 784-100-3, N = 1,000:\n  AEVB          {aevb:9.0f} samples/s", flush=True)
+        for name, config, steps_per_batch in (("wake-sleep", "figure3_n1000_wake_sleep.yaml", 1),
+                                              ("MCEM", "figure3_n1000_mcem.yaml", 5)):
+            rate = steady_rate(config, k, args.threads, args.data_dir, steps_per_batch)
+            print(f"  {name:<13} {rate:9.0f} samples/s  = {rate / aevb:.2f} x AEVB", flush=True)
     print(f"threads={args.threads} torch={torch.__version__} steady state over epochs 2-{args.epochs}")
 
 

@@ -16,6 +16,7 @@ from torchvision.utils import make_grid, save_image
 from callbacks.schedule import LogSpacedSchedule
 from datamodules.base import InMemoryDataModule
 from lit_vae.logging import log_image_at_samples
+from lit_vae.model import VAE
 
 
 def manifold_points(size: int, latent_dim: int, dims: Sequence[int] = (0, 1)) -> Tensor:
@@ -54,7 +55,8 @@ class ImagesCallback(pl.Callback):
     - samples: decoder means at ``num_samples`` fixed draws z ~ N(0, I) (Figure 5), the same
       draws at every point, so the pictures show how the model changes.
     - reconstructions: the first ``num_reconstructions`` test images, each row of originals
-      followed by a row of their reconstructions (decoder mean at the encoder mean).
+      followed by a row of their reconstructions (decoder mean at the encoder mean); only for
+      models with an encoder (not ``MCEM``).
 
     Images are 28 x 28 (MNIST) or 28 rows x 20 columns (Frey Face), from the data module's
     ``image_shape``, values in [0, 1]. Only global rank 0 draws; nothing here touches the
@@ -147,7 +149,7 @@ class ImagesCallback(pl.Callback):
             "manifold": self._grid(pl_module.decode_mean(self._manifold_z.to(device)), shape, self.manifold_size, padding=0),
             "samples": self._grid(pl_module.decode_mean(self._sample_z.to(device)), shape, self.nrow),
         }
-        if len(self._test_images):
+        if len(self._test_images) and isinstance(pl_module, VAE):
             x = self._test_images.to(device)
             reconstruction = pl_module.decode_mean(pl_module.encode(x)[0])
             # Rows of originals, each followed by the row of their reconstructions.

@@ -7,11 +7,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
 from callbacks.schedule import LogSpacedSchedule
 from lit_vae.logging import log_at_samples
+from lit_vae.model import VAE
 
 
 class LowerBoundCallback(pl.Callback):
@@ -26,6 +27,7 @@ class LowerBoundCallback(pl.Callback):
       in eval mode, whenever training passes a point of the log-spaced schedule (1, 2, 5 x 10^k
       samples by default), and at the end of training.
 
+    Models without a recognition model (``MCEM``) have no lower bound; for them it does nothing.
     Per step it only adds two tensors; means are reduced with torchmetrics, so they are over
     all ranks under DDP. The evaluation noise comes from the model's evaluation stream, never
     from the training one.
@@ -41,8 +43,17 @@ class LowerBoundCallback(pl.Callback):
         self._last_test = -1
         self._train_mean = MeanMetric()
         self._test_mean = MeanMetric()
+        self._active = True
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._active = isinstance(pl_module, VAE)
+        if not self._active:
+            rank_zero_info(f"{type(pl_module).__name__} has no recognition model q(z|x), hence no lower bound: "
+                           "lower_bound/* is not logged (the marginal likelihood is).")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self._active:
+            return
         bound = outputs["lower_bound"]
         if self._sum.device != bound.device:
             self._sum = self._sum.to(bound.device)
@@ -64,7 +75,7 @@ class LowerBoundCallback(pl.Callback):
                 pl_module.log("lower_bound/test", value, prog_bar=True, logger=False, rank_zero_only=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._last_test != pl_module.samples_evaluated:
+        if self._active and self._last_test != pl_module.samples_evaluated:
             self.evaluate_test(trainer, pl_module)
 
     @torch.no_grad()

@@ -15,6 +15,7 @@ from callbacks.schedule import LogSpacedSchedule
 from datamodules.base import InMemoryDataModule
 from lit_vae.logging import log_at_samples
 from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal
+from lit_vae.model import VAE
 
 
 class MarginalLikelihoodCallback(pl.Callback):
@@ -22,7 +23,8 @@ class MarginalLikelihoodCallback(pl.Callback):
     protocol: 1,000 each) and logs, with step = training samples evaluated:
 
     - ``marginal_likelihood/{train,test}``: the HMC estimator of Appendix D,
-    - ``marginal_likelihood_importance/{train,test}``: importance sampling with q(z|x).
+    - ``marginal_likelihood_importance/{train,test}``: importance sampling with q(z|x), for
+      models that have one (not ``MCEM``; its HMC chains start at z = 0 instead of the encoder's mean).
 
     During ``fit`` (when ``during_fit``) at the log-spaced schedule's points from ``start`` on
     and at the end of training; during ``test`` always, on the test points, printing both
@@ -100,11 +102,12 @@ class MarginalLikelihoodCallback(pl.Callback):
         self.results = results
         log_at_samples(trainer, {k: v for k, v in results.items() if not k.startswith("lower_bound")}, pl_module.samples_evaluated)
         for split in splits:
+            others = (f", importance ({self.importance_samples:,} samples) {results[f'marginal_likelihood_importance/{split}']:.2f}, "
+                      f"lower bound {results[f'lower_bound/{split}']:.2f}") if isinstance(pl_module, VAE) else ""
             rank_zero_info(
                 f"log p(x) of the first {self.num_datapoints:,} {split} points at {pl_module.samples_evaluated:,} samples: "
-                f"HMC {results[f'marginal_likelihood/{split}']:.2f}, "
-                f"importance ({self.importance_samples:,} samples) {results[f'marginal_likelihood_importance/{split}']:.2f}, "
-                f"lower bound {results[f'lower_bound/{split}']:.2f} nats per datapoint ({time.perf_counter() - started:.0f} s)"
+                f"HMC {results[f'marginal_likelihood/{split}']:.2f}{others} nats per datapoint "
+                f"({time.perf_counter() - started:.0f} s)"
             )
         return results
 
@@ -112,16 +115,19 @@ class MarginalLikelihoodCallback(pl.Callback):
         shard = data[trainer.global_rank :: trainer.world_size].to(pl_module.device)
         generator = torch.Generator(device=pl_module.device).manual_seed(
             hash((self.seed, pl_module.samples_evaluated, trainer.global_rank, split == "test")) & (2**63 - 1))
-        metrics = {name: MeanMetric().to(pl_module.device) for name in ("marginal_likelihood", "marginal_likelihood_importance", "lower_bound")}
+        encoder = isinstance(pl_module, VAE)
+        names = ("marginal_likelihood", "marginal_likelihood_importance", "lower_bound") if encoder else ("marginal_likelihood",)
+        metrics = {name: MeanMetric().to(pl_module.device) for name in names}
         chunks = shard.split(self.chunk_size)
         for x in tqdm(chunks, desc=f"log p(x), {split}", leave=False, disable=not trainer.is_global_zero or not trainer.progress_bar_callback):
-            mu, _ = pl_module.encode(x)
+            init = pl_module.encode(x)[0].detach() if encoder else None
             metrics["marginal_likelihood"].update(hmc_log_marginal(
-                pl_module.log_joint, x, pl_module.hparams.latent_dim, init=mu.detach(), generator=generator, **self.hmc_args))
-            metrics["marginal_likelihood_importance"].update(
-                importance_log_marginal(pl_module, x, self.importance_samples, generator=generator))
-            with torch.no_grad():
-                metrics["lower_bound"].update(pl_module.lower_bound(x, generator=generator))
+                pl_module.log_joint, x, pl_module.hparams.latent_dim, init=init, generator=generator, **self.hmc_args))
+            if encoder:
+                metrics["marginal_likelihood_importance"].update(
+                    importance_log_marginal(pl_module, x, self.importance_samples, generator=generator))
+                with torch.no_grad():
+                    metrics["lower_bound"].update(pl_module.lower_bound(x, generator=generator))
         return {name: metric.compute().item() for name, metric in metrics.items()}
 
     def state_dict(self) -> dict[str, int]:

@@ -58,14 +58,21 @@ class TensorBatches:
         self.shard_size = n // world_size if even_shards else len(range(rank, n, world_size))
         self.epoch = 0
         self.position = 0  # batches already served in this epoch
+        self._order, self._order_epoch = torch.empty(0, dtype=torch.long), -1
 
     def __len__(self) -> int:
         return -(-self.shard_size // self.batch_size)
 
     def _indices(self, epoch: int) -> Tensor:
-        n = len(self.data)
-        order = torch.randperm(n, generator=seeded_generator(self.seed, epoch)) if self.shuffle else torch.arange(n)
-        return order[self.rank :: self.world_size][: self.shard_size]
+        if self._order_epoch != epoch:  # one permutation per epoch, however often it is asked for
+            n = len(self.data)
+            order = torch.randperm(n, generator=seeded_generator(self.seed, epoch)) if self.shuffle else torch.arange(n)
+            self._order, self._order_epoch = order[self.rank :: self.world_size][: self.shard_size], epoch
+        return self._order
+
+    def batch_indices(self, epoch: int, batch: int) -> Tensor:
+        """Rows of ``data`` in minibatch ``batch`` of epoch ``epoch`` (e.g. to keep state per datapoint)."""
+        return self._indices(epoch)[batch * self.batch_size : (batch + 1) * self.batch_size]
 
     def __iter__(self) -> Iterator[Tensor]:
         epoch, indices = self.epoch, self._indices(self.epoch)

@@ -29,12 +29,15 @@ def check_checkpoint(path: str | Path, model: pl.LightningModule) -> None:
     trained with another architecture (latent size, hidden units, ...) than ``model``."""
     checkpoint = read_checkpoint(path)
     saved, expected = checkpoint["state_dict"], model.state_dict()
-    if saved.keys() != expected.keys():
-        foreign = sorted(saved.keys() - expected.keys()) or sorted(expected.keys() - saved.keys())
+    # The class name is saved since models with the same parameters (VAE, WakeSleep) exist.
+    name, saved_class = type(model).__name__, checkpoint.get("model_class")
+    foreign = sorted(saved.keys() - expected.keys()) or sorted(expected.keys() - saved.keys())
+    if foreign or saved_class not in (None, name):
+        what = f"a {saved_class}" if saved_class not in (None, name) else "a different kind of model"
+        detail = f" (parameters such as {', '.join(foreign[:3])} do not match)" if foreign else ""
         raise ValueError(
-            f"{path} holds a different kind of model than {type(model).__name__} "
-            f"(parameters such as {', '.join(foreign[:3])} do not match); pass a checkpoint of a "
-            f"{type(model).__name__} run, or select the model class it was trained with (--model)"
+            f"{path} holds {what}, not a {name}{detail}; pass a checkpoint of a {name} run, "
+            "or select the model class it was trained with (--model)"
         )
     hparams = checkpoint.get("hyper_parameters", {})
     different = [k for k in ARCHITECTURE if k in hparams and k in model.hparams and hparams[k] != model.hparams[k]]

@@ -21,7 +21,7 @@ from callbacks.lower_bound import LowerBoundCallback
 from callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from datamodules.base import dataset_name
 from lit_vae.checkpoints import check_checkpoint, read_checkpoint
-from lit_vae.model import VAE, NonFiniteError
+from lit_vae.generative import GenerativeModel, NonFiniteError
 
 #: 10^7 training samples at M = 100: the right end of Figure 2.
 DEFAULT_MAX_STEPS = 100_000
@@ -108,8 +108,9 @@ class VAECLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
-        """Refuse a bad ``--ckpt_path``, or picture settings that do not fit the model, before the
-        trainer writes anything (logs, config, checkpoints)."""
+        """Refuse a bad ``--ckpt_path``, a model that cannot run on this many processes, or picture
+        settings that do not fit the model, before the trainer writes anything (logs, config,
+        checkpoints)."""
         path = self.config[self.subcommand].ckpt_path
         # "best", "last" (outside fit) and the like are names Lightning resolves itself.
         if path is not None and Path(path).is_file():
@@ -117,6 +118,10 @@ class VAECLI(LightningCLI):
                 check_checkpoint(path, self.model)
             except ValueError as error:
                 self.parser.error(f"--ckpt_path: {error}")
+        try:
+            self.model.check_world_size(self.trainer.world_size)
+        except ValueError as error:
+            self.parser.error(str(error))
         for callback in self.trainer.callbacks:
             if isinstance(callback, ImagesCallback):
                 try:
@@ -134,9 +139,12 @@ class VAECLI(LightningCLI):
 
 
 def run_name(config: Namespace) -> str:
-    """``<data>_nz<latent_dim>``, e.g. ``mnist_nz20``."""
+    """``<data>_nz<latent_dim>`` for AEVB, e.g. ``mnist_nz20``; a baseline's name follows, e.g.
+    ``mnist_nz20_wake_sleep``."""
     name = dataset_name(config.data.class_path).lower().replace(" ", "_")
-    return f"{name}_nz{config.model.init_args.latent_dim}"
+    method = config.model.class_path.rpartition(".")[2]
+    suffix = "" if method == "VAE" else "_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", method).lower()
+    return f"{name}_nz{config.model.init_args.latent_dim}{suffix}"
 
 
 def find_last_checkpoint(config: Namespace, logger: Namespace | None) -> Path:
@@ -163,7 +171,7 @@ def find_last_checkpoint(config: Namespace, logger: Namespace | None) -> Path:
 def cli(args: list[str] | None = None) -> VAECLI:
     """Build and run the CLI on ``args`` (default: the command line); returns it, with its trainer."""
     return VAECLI(
-        VAE,
+        GenerativeModel,
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,

@@ -30,6 +30,12 @@ def standard_normal_log_density(z: Tensor) -> Tensor:
     return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
 
 
+def diagonal_normal_log_density(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """log N(x; mean, diag(exp(logvar))), summed over the last dimension: the density of the
+    Gaussian decoder (Eq. 12) and of q(z|x) at a given z (Appendix C.2)."""
+    return -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar)).sum(-1)
+
+
 def reparameterized_log_density(eps: Tensor, logvar: Tensor) -> Tensor:
     """log q(z|x) at z = mu + sigma * eps, summed over the last dimension:
     sum_j -1/2 (log 2 pi + log sigma_j^2 + eps_j^2) (q of Eq. 9, evaluated through eps)."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_vae.estimators import LOG_2PI
+from lit_vae.estimators import diagonal_normal_log_density
 
 
 class GaussianMLPEncoder(nn.Module):
@@ -55,6 +55,11 @@ class BernoulliMLPDecoder(nn.Module):
         """E[x|z] = y."""
         return torch.sigmoid(params[0])
 
+    @staticmethod
+    def sample(params: tuple[Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """x ~ p(x|z): binary pixels, x_i ~ Bernoulli(y_i)."""
+        return torch.bernoulli(torch.sigmoid(params[0]), generator=generator)
+
 
 class GaussianMLPDecoder(nn.Module):
     """p(x|z) = N(x; mu, diag(sigma^2)) with h = tanh(W3 z + b3), mu = sigmoid(W4 h + b4),
@@ -76,13 +81,18 @@ class GaussianMLPDecoder(nn.Module):
     @staticmethod
     def log_prob(x: Tensor, params: tuple[Tensor, Tensor]) -> Tensor:
         """log N(x; mu, diag(sigma^2)) summed over pixels (Eq. 12)."""
-        mean, logvar = params
-        return -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar)).sum(-1)
+        return diagonal_normal_log_density(x, *params)
 
     @staticmethod
     def mean(params: tuple[Tensor, Tensor]) -> Tensor:
         """E[x|z] = mu."""
         return params[0]
+
+    @staticmethod
+    def sample(params: tuple[Tensor, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """x ~ p(x|z) = N(mu, diag(sigma^2))."""
+        mean, logvar = params
+        return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
 
 
 DECODERS: dict[str, type[nn.Module]] = {"bernoulli": BernoulliMLPDecoder, "gaussian": GaussianMLPDecoder}

@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lit_vae.model import NonFiniteError
+from lit_vae.generative import NonFiniteError
 from tests.conftest import REPO
 from tests.test_training import fit
 
@@ -102,7 +102,7 @@ class TestBadCheckpoint:
         checkpoint = torch.load(self.last(run), weights_only=False)
         checkpoint["state_dict"] = {"layer.weight": torch.zeros(2, 32), "layer.bias": torch.zeros(2)}  # Lightning's BoringModel
         path = self.write(run, "boring.ckpt", checkpoint)
-        self.refused(run, data_dir, capsys, "holds a different kind of model than VAE (parameters such as layer.bias, layer.weight",
+        self.refused(run, data_dir, capsys, "holds a different kind of model, not a VAE (parameters such as layer.bias, layer.weight",
                      f"--ckpt_path={path}")
 
     def test_other_latent_size_on_resume(self, run, data_dir, capsys):
