@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from callbacks.schedule import LogSpacedSchedule
 from datamodules.base import InMemoryDataModule
 from lit_vae.logging import log_at_samples
-from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal
+from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal, prior_search
 from lit_vae.model import VAE
 
 
@@ -24,7 +24,9 @@ class MarginalLikelihoodCallback(pl.Callback):
 
     - ``marginal_likelihood/{train,test}``: the HMC estimator of Appendix D,
     - ``marginal_likelihood_importance/{train,test}``: importance sampling with q(z|x), for
-      models that have one (not ``MCEM``; its HMC chains start at z = 0 instead of the encoder's mean).
+      models that have one. Without one (``MCEM``) the HMC chains start at the best of
+      ``prior_draws`` prior draws (:func:`~lit_vae.marginal_likelihood.prior_search`) instead
+      of at the encoder's mean.
 
     During ``fit`` (when ``during_fit``) at the log-spaced schedule's points from ``start`` on
     and at the end of training; during ``test`` always, on the test points, printing both
@@ -42,6 +44,7 @@ class MarginalLikelihoodCallback(pl.Callback):
         num_leapfrog: leapfrog steps per HMC iteration (the paper: 4).
         burn_in: HMC iterations that adapt the step size, discarded.
         importance_samples: samples of the importance estimate.
+        prior_draws: prior draws searched for the chains' starting points of a model without an encoder.
         chunk_size: datapoints processed at once (bounds memory; one progress-bar tick each).
         seed: seed of the estimators' noise.
     """
@@ -56,6 +59,7 @@ class MarginalLikelihoodCallback(pl.Callback):
         num_leapfrog: int = 4,
         burn_in: int = 50,
         importance_samples: int = 1_000,
+        prior_draws: int = 1_000,
         chunk_size: int = 250,
         seed: int = 0,
     ) -> None:
@@ -65,6 +69,7 @@ class MarginalLikelihoodCallback(pl.Callback):
         self.start = start
         self.hmc_args = {"num_samples": num_samples, "num_leapfrog": num_leapfrog, "burn_in": burn_in}
         self.importance_samples = importance_samples
+        self.prior_draws = prior_draws
         self.chunk_size = chunk_size
         self.seed = seed
         self._last = -1
@@ -120,7 +125,8 @@ class MarginalLikelihoodCallback(pl.Callback):
         metrics = {name: MeanMetric().to(pl_module.device) for name in names}
         chunks = shard.split(self.chunk_size)
         for x in tqdm(chunks, desc=f"log p(x), {split}", leave=False, disable=not trainer.is_global_zero or not trainer.progress_bar_callback):
-            init = pl_module.encode(x)[0].detach() if encoder else None
+            init = (pl_module.encode(x)[0].detach() if encoder else
+                    prior_search(pl_module.log_joint, x, pl_module.hparams.latent_dim, self.prior_draws, generator=generator))
             metrics["marginal_likelihood"].update(hmc_log_marginal(
                 pl_module.log_joint, x, pl_module.hparams.latent_dim, init=init, generator=generator, **self.hmc_args))
             if encoder:

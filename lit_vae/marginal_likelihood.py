@@ -79,6 +79,24 @@ def hmc_log_marginal(
     return -(torch.logsumexp(log_q - log_p, dim=1) - math.log(evaluate.shape[1]))
 
 
+@torch.no_grad()
+def prior_search(
+    log_joint: LogJoint, x: Tensor, latent_dim: int, num_draws: int = 1000, *, chunk_size: int = 25,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Starting points for the HMC chains of a model without an encoder (``MCEM``): for each
+    datapoint, the draw with the highest log p(x, z) among ``num_draws`` draws z ~ p(z) shared by
+    all datapoints; ``[B, Nz]``.
+
+    Chains started at z = 0 can spend the whole burn-in far from a narrow posterior: on the
+    Figure 3 MCEM model at 7 x 10^6 samples, started at 0 the estimate was 21 nats below the
+    one started from MCEM's own chains, and 2 nats below it started here.
+    """
+    z = torch.randn((num_draws, 1, latent_dim), generator=generator, dtype=x.dtype, device=x.device)
+    best = [z[log_joint(chunk, z.expand(-1, len(chunk), -1)).argmax(0), 0] for chunk in x.split(chunk_size)]
+    return torch.cat(best)
+
+
 def fit_density(samples: Tensor) -> Callable[[Tensor], Tensor]:
     """Fit q to ``samples`` (``[B, n, D]``, one set per datapoint); returns ``log_q(z)`` for
     ``z`` of shape ``[B, m, D]``.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lit_vae.hmc import hmc
-from lit_vae.marginal_likelihood import fit_density, hmc_log_marginal, importance_log_marginal
+from lit_vae.marginal_likelihood import fit_density, hmc_log_marginal, importance_log_marginal, prior_search
 from tests.linear_gaussian import LinearGaussian
 
 
@@ -98,3 +98,23 @@ class TestMarginalLikelihood:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             hmc_log_marginal(LinearGaussian(3).log_joint, model.sample(2)[:, :8], 3, num_samples=8, burn_in=2)
+
+
+class TestPriorSearch:
+    model = LinearGaussian(latent_dim=2, seed=4)
+
+    def test_picks_the_most_probable_draw_for_each_datapoint(self):
+        x = self.model.sample(60, seed=2)
+        start = prior_search(self.model.log_joint, x, 2, num_draws=300, chunk_size=7, generator=torch.Generator().manual_seed(3))
+        draws = torch.randn(300, 1, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        scores = torch.stack([self.model.log_joint(x, z.expand(60, 2)) for z in draws[:, 0]])  # [K, B]
+        torch.testing.assert_close(start, draws[scores.argmax(0), 0])
+
+    def test_starts_near_the_posterior_mode(self):
+        x = self.model.sample(200, seed=5)
+        mode, cov = self.model.posterior(x)
+        start = prior_search(self.model.log_joint, x, 2, num_draws=2000, generator=torch.Generator().manual_seed(0))
+        # within a posterior standard deviation of the mode, in the posterior's own metric
+        distance = torch.linalg.solve_triangular(torch.linalg.cholesky(cov), (start - mode).T, upper=False).T.norm(dim=-1)
+        assert distance.median() < 1.0
+        assert (self.model.log_joint(x, start) > self.model.log_joint(x, torch.zeros_like(start))).float().mean() > 0.9
