@@ -15,11 +15,13 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from callbacks.images import ImagesCallback, manifold_points
 from callbacks.lower_bound import LowerBoundCallback
 from callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from datamodules.base import dataset_name
+from lit_vae.checkpoint_io import AtomicCheckpointIO
 from lit_vae.checkpoints import check_checkpoint, read_checkpoint
 from lit_vae.generative import GenerativeModel, NonFiniteError
 
@@ -77,6 +79,12 @@ class VAECLI(LightningCLI):
         logger = config.trainer.logger
         if isinstance(logger, Namespace) and "init_args" in logger and logger.init_args.get("name", "") is None:
             logger.init_args.name = run_name(config)
+        # ModelCheckpoint saves its folder in each checkpoint and, on resume, forgets which file
+        # is last.ckpt unless the folder is spelled the same: absolute paths, whatever the cwd.
+        if isinstance(logger, Namespace) and "init_args" in logger and logger.init_args.get("save_dir"):
+            logger.init_args.save_dir = str(Path(logger.init_args.save_dir).resolve())
+        if config.checkpoint.dirpath is not None:
+            config.checkpoint.dirpath = str(Path(config.checkpoint.dirpath).resolve())
         if self.subcommand == "fit" and config.ckpt_path is not None:
             config.ckpt_path = self._resume(config, logger)
 
@@ -136,6 +144,8 @@ class VAECLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as error:  # argument checks in the constructors: say which, no traceback
             self.parser.error(str(error))
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def run_name(config: Namespace) -> str:

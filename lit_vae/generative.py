@@ -4,10 +4,13 @@ that keep a broken state out of checkpoints. ``VAE``, ``WakeSleep`` and ``MCEM``
 
 from __future__ import annotations
 
+import random
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -142,9 +145,15 @@ class GenerativeModel(pl.LightningModule):
             raise NonFiniteError(self._non_finite_message("non-finite parameters"))
         checkpoint["samples_evaluated"] = self.samples_evaluated
         checkpoint["model_class"] = type(self).__name__
+        # Training draws its noise and data order from generators keyed by position, never from
+        # the global ones; they are saved all the same, for user code (callbacks) that does.
+        checkpoint["rng_states"] = global_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.samples_evaluated = checkpoint.get("samples_evaluated", 0)
+        # Only when training resumes: loading a model to use it leaves the global RNGs alone.
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING and "rng_states" in checkpoint:
+            set_global_rng_states(checkpoint["rng_states"])
 
 
 def check_positive(**values: float) -> None:
@@ -152,3 +161,25 @@ def check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value}")
+
+
+def global_rng_states() -> dict[str, Any]:
+    """The states of torch's, numpy's and Python's global generators, as tensors and numbers
+    (what ``torch.load(weights_only=True)`` reads back)."""
+    _, keys, position, has_gauss, gauss = np.random.get_state()
+    version, state, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": torch.tensor(state, dtype=torch.int64), "gauss": python_gauss},
+    }
+
+
+def set_global_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`global_rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))

@@ -1,12 +1,15 @@
 """Numerical trouble stops a run loudly and keeps the last good checkpoint."""
 
+import random
 import subprocess
 import sys
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
+from lit_vae.checkpoint_io import AtomicCheckpointIO
 from lit_vae.generative import NonFiniteError
 from tests.conftest import REPO
 from tests.test_training import fit
@@ -108,3 +111,51 @@ class TestBadCheckpoint:
     def test_other_latent_size_on_resume(self, run, data_dir, capsys):
         self.refused(run, data_dir, capsys, "was trained with latent_dim=20, but this run has latent_dim=5",
                      "--ckpt_path=last", "--model.init_args.latent_dim=5", "--trainer.logger.init_args.name=mnist_nz20")
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("killed while writing")
+
+
+class TestAtomicCheckpoints:
+    def test_a_write_that_fails_midway_leaves_the_previous_checkpoint(self, tmp_path):
+        path = tmp_path / "last.ckpt"
+        io = AtomicCheckpointIO()
+        io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+        # torch.save has written part of the new file when pickling reaches the bad object
+        with pytest.raises(RuntimeError, match="killed while writing"):
+            io.save_checkpoint({"state_dict": {"w": torch.zeros(100_000)}, "later": Unpicklable()}, path)
+        assert torch.equal(torch.load(path)["state_dict"]["w"], torch.ones(3))
+        assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}}, path)
+        assert torch.equal(torch.load(path)["state_dict"]["w"], torch.zeros(2))
+
+    def test_the_cli_writes_checkpoints_with_it(self, tmp_path, data_dir):
+        trainer = fit(tmp_path, data_dir, "--model.init_args.hidden_dim=20", "--trainer.max_steps=2").trainer
+        assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+        assert (tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+class DrawRNG(pl.Callback):
+    """Appends, for every training step, one draw of each global RNG (python, numpy, torch) to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        with open(self.path, "a") as file:
+            file.write(f"{trainer.global_step} {random.random()!r} {np.random.rand()!r} {torch.rand(()).item()!r}\n")
+
+
+class TestGlobalRNGs:
+    def test_resume_continues_the_global_random_streams(self, tmp_path, data_dir):
+        args = ("--model.init_args.hidden_dim=20", "--checkpoint.every_n_train_steps=10",
+                "--trainer.callbacks+=tests.test_reliability.DrawRNG")
+        fit(tmp_path / "whole", data_dir, *args, f"--trainer.callbacks.path={tmp_path / 'whole.txt'}", "--trainer.max_steps=30")
+        fit(tmp_path / "parts", data_dir, *args, f"--trainer.callbacks.path={tmp_path / 'first.txt'}", "--trainer.max_steps=20")
+        fit(tmp_path / "parts", data_dir, *args, f"--trainer.callbacks.path={tmp_path / 'resumed.txt'}", "--trainer.max_steps=30",
+            "--ckpt_path=last")
+        whole = (tmp_path / "whole.txt").read_text().splitlines()
+        assert (tmp_path / "resumed.txt").read_text().splitlines() == whole[20:]
+        assert (tmp_path / "first.txt").read_text().splitlines() == whole[:20]

@@ -114,6 +114,19 @@ class TestResume:
         assert all(value == whole_test[step] for step, value in parts_test if step in whole_test)
         assert sorted(p.name for p in parts.glob("config*.yaml")) == ["config.resume-1.yaml", "config.yaml"]
 
+    def test_resume_with_a_relative_save_dir_keeps_one_last_checkpoint(self, tmp_path, data_dir, monkeypatch):
+        """A resumed run overwrites last.ckpt; were the folder spelled differently than in the
+        checkpoint, Lightning would write last-v1.ckpt and the next resume would take the stale one."""
+        monkeypatch.chdir(tmp_path)
+        args = (*self.ARGS, "--trainer.logger.init_args.save_dir=runs", "--progress_bar.refresh_rate=0")
+        config = str(REPO / "configs" / "mnist.yaml")
+        cli(["fit", "--config", config, f"--data.init_args.data_dir={data_dir}", *args, "--trainer.max_steps=100"])
+        cli(["fit", "--config", config, f"--data.init_args.data_dir={data_dir}", *args, "--trainer.max_steps=200",
+             "--ckpt_path=last"])
+        folder = tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints"
+        assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=200.ckpt", "last.ckpt"]
+        assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 200
+
     def test_resume_from_a_file_logs_into_its_run(self, tmp_path, data_dir):
         fit(tmp_path, data_dir, *self.ARGS, "--trainer.max_steps=50")
         checkpoint = tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt"
