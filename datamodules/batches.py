@@ -75,6 +75,10 @@ class TensorBatches:
         return self._indices(epoch)[batch * self.batch_size : (batch + 1) * self.batch_size]
 
     def __iter__(self) -> Iterator[Tensor]:
+        if not self.shuffle:
+            # Evaluation always covers the whole split: one cut short (Lightning's sanity check
+            # stops after 2 batches) must not make the next one start where it stopped.
+            self.position = 0
         epoch, indices = self.epoch, self._indices(self.epoch)
         contiguous = not self.shuffle and self.world_size == 1
         for b in range(self.position, len(self)):
