@@ -23,8 +23,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def check_checkpoint(path: str | Path, model: pl.LightningModule) -> None:
-    """Raise ``ValueError`` with a message that says what is wrong if the checkpoint at ``path``
+def check_checkpoint(path: str | Path, model: pl.LightningModule) -> dict[str, Any]:
+    """The checkpoint at ``path``; ``ValueError`` with a message that says what is wrong if it
     is unreadable (truncated, damaged, not a checkpoint), holds another model class, or was
     trained with another architecture (latent size, hidden units, ...) than ``model``."""
     checkpoint = read_checkpoint(path)
@@ -49,3 +49,4 @@ def check_checkpoint(path: str | Path, model: pl.LightningModule) -> None:
             f"{path} was trained with {saved_config}, but this run has {this_config}; pass the "
             "values it was trained with (its run folder's config.yaml has them)"
         )
+    return checkpoint

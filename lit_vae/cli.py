@@ -15,6 +15,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from callbacks.images import ImagesCallback, manifold_points
@@ -123,9 +124,15 @@ class VAECLI(LightningCLI):
         # "best", "last" (outside fit) and the like are names Lightning resolves itself.
         if path is not None and Path(path).is_file():
             try:
-                check_checkpoint(path, self.model)
+                checkpoint = check_checkpoint(path, self.model)
             except ValueError as error:
                 self.parser.error(f"--ckpt_path: {error}")
+            if self.subcommand == "fit":
+                for logger in self.trainer.loggers:
+                    if isinstance(logger, TensorBoardLogger):
+                        # The new event file starts with a purge mark: TensorBoard hides what a
+                        # killed run logged after this checkpoint, which the resume logs again.
+                        logger._kwargs["purge_step"] = checkpoint.get("samples_evaluated", 0) + 1
         try:
             self.model.check_world_size(self.trainer.world_size)
         except ValueError as error:

@@ -10,13 +10,19 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 
 def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
     """All scalar events under ``run_dir`` as ``{tag: [ScalarEvent(wall_time, step, value), ...]}``,
-    in step order. A resumed run writes a new event file into the same folder; files are merged."""
-    files = sorted(Path(run_dir).rglob("events.out.tfevents.*"))
-    if not files:
+    in step order, as TensorBoard shows them.
+
+    A resumed run writes a new event file into its folder, starting with a purge mark at the
+    checkpoint's step: TensorBoard then hides what the stopped run logged after its checkpoint,
+    which the resumed run logs again. Each folder is read as TensorBoard reads a run (its files
+    in order, purges applied); folders are merged.
+    """
+    folders = sorted({file.parent for file in Path(run_dir).rglob("events.out.tfevents.*")})
+    if not folders:
         raise FileNotFoundError(f"no TensorBoard event files under {run_dir}")
     events: dict[str, list[ScalarEvent]] = defaultdict(list)
-    for file in files:
-        accumulator = EventAccumulator(str(file), size_guidance={SCALARS: 0})
+    for folder in folders:
+        accumulator = EventAccumulator(str(folder), size_guidance={SCALARS: 0})
         accumulator.Reload()
         for tag in accumulator.Tags()[SCALARS]:
             events[tag] += accumulator.Scalars(tag)

@@ -145,6 +145,10 @@ class GenerativeModel(pl.LightningModule):
             raise NonFiniteError(self._non_finite_message("non-finite parameters"))
         checkpoint["samples_evaluated"] = self.samples_evaluated
         checkpoint["model_class"] = type(self).__name__
+        # What was logged up to this checkpoint reaches the disk before it does: a run killed
+        # later loses no logged point that its resume will not log again.
+        for logger in self.trainer.loggers:
+            logger.save()
         # Training draws its noise and data order from generators keyed by position, never from
         # the global ones; they are saved all the same, for user code (callbacks) that does.
         checkpoint["rng_states"] = global_rng_states()

@@ -1,6 +1,8 @@
 """Numerical trouble stops a run loudly and keeps the last good checkpoint."""
 
+import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -9,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from callbacks import LogSpacedSchedule
 from lit_vae.checkpoint_io import AtomicCheckpointIO
+from lit_vae.events import read_scalars
 from lit_vae.generative import NonFiniteError
 from tests.conftest import REPO
-from tests.test_training import fit
+from tests.test_training import fit, parameters
 
 SMALL = ("--model.init_args.hidden_dim=50", "--trainer.max_steps=40", "--checkpoint.every_n_train_steps=10")
 
@@ -159,3 +163,39 @@ class TestGlobalRNGs:
         whole = (tmp_path / "whole.txt").read_text().splitlines()
         assert (tmp_path / "resumed.txt").read_text().splitlines() == whole[20:]
         assert (tmp_path / "first.txt").read_text().splitlines() == whole[:20]
+
+
+class TestKillAndResume:
+    ARGS = ("--model.init_args.hidden_dim=20", "--data.init_args.train_size=5000", "--checkpoint.every_n_train_steps=30",
+            "--trainer.max_steps=200", "--progress_bar.refresh_rate=0")
+
+    def train(self, tmp_path, data_dir, *args):
+        return subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
+             f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+             *self.ARGS, *args],
+            cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    @pytest.mark.parametrize("kill_at", [77, 105])  # 17 steps after a checkpoint; 15 steps after one, 5 after an epoch end and a test point
+    def test_sigkill_then_resume_equals_uninterrupted(self, tmp_path, data_dir, kill_at):
+        assert self.train(tmp_path / "whole", data_dir).returncode == 0
+        killed = self.train(tmp_path / "parts", data_dir, "--trainer.callbacks+=benchmarks.faults.KillAt",
+                            f"--trainer.callbacks.step={kill_at}")
+        assert killed.returncode == -signal.SIGKILL
+        resumed = self.train(tmp_path / "parts", data_dir, "--ckpt_path=last")
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        whole = tmp_path / "whole" / "runs" / "mnist_nz20" / "version_0"
+        parts = tmp_path / "parts" / "runs" / "mnist_nz20" / "version_0"
+        a, b = parameters(whole / "checkpoints" / "last.ckpt"), parameters(parts / "checkpoints" / "last.ckpt")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        # The curves as TensorBoard shows them: each point once, none missing, the same values.
+        whole_curves, parts_curves = read_scalars(whole), read_scalars(parts)
+        schedule = LogSpacedSchedule()
+        for tag in ("lower_bound/train", "lower_bound/test"):
+            steps = [step for step, _ in parts_curves[tag]]
+            assert steps == sorted(set(steps))  # strictly increasing
+            assert parts_curves[tag] == whole_curves[tag]
+        expected = [n for n in range(100, 20_001, 100) if schedule.due(n - 100, n)] + [20_000]
+        assert [step for step, _ in parts_curves["lower_bound/test"]] == sorted(set(expected))
+        assert [step for step, _ in parts_curves["lower_bound/train"]] == [5_000, 10_000, 15_000, 20_000]
