@@ -12,12 +12,13 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from callbacks.checkpoint import RunCheckpoint
 from callbacks.images import ImagesCallback, manifold_points
 from callbacks.lower_bound import LowerBoundCallback
 from callbacks.marginal_likelihood import MarginalLikelihoodCallback
@@ -62,7 +63,7 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(LowerBoundCallback, "lower_bound")
         parser.add_lightning_class_args(MarginalLikelihoodCallback, "marginal_likelihood")
         parser.add_lightning_class_args(ImagesCallback, "images")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(TQDMProgressBar, "progress_bar")
         parser.set_defaults({
             "model": {"class_path": "lit_vae.VAE"},

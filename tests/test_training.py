@@ -99,6 +99,8 @@ class TestResume:
     def test_stop_and_resume_equals_uninterrupted(self, tmp_path, data_dir, stop):
         fit(tmp_path / "whole", data_dir, *self.ARGS, "--trainer.max_steps=700")
         fit(tmp_path / "parts", data_dir, *self.ARGS, f"--trainer.max_steps={stop}")
+        last = tmp_path / "parts" / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt"
+        assert torch.load(last, weights_only=False)["global_step"] == stop  # the final state, also off the every-100 grid
         fit(tmp_path / "parts", data_dir, *self.ARGS, "--trainer.max_steps=700", "--ckpt_path=last")
         whole = tmp_path / "whole" / "runs" / "mnist_nz20" / "version_0"
         parts = tmp_path / "parts" / "runs" / "mnist_nz20"
