@@ -89,6 +89,22 @@ class VAECLI(LightningCLI):
             config.checkpoint.dirpath = str(Path(config.checkpoint.dirpath).resolve())
         if self.subcommand == "fit" and config.ckpt_path is not None:
             config.ckpt_path = self._resume(config, logger)
+        elif self.subcommand == "fit":
+            self._refuse_used_version(logger)
+
+    def _refuse_used_version(self, logger: Namespace | None) -> None:
+        """A fresh fit told to log into an existing run folder (``--trainer.logger.init_args.version``)
+        would mix its curves and checkpoints with that run's: refuse before anything is written."""
+        if not (isinstance(logger, Namespace) and "init_args" in logger and logger.init_args.get("version") is not None):
+            return
+        version = logger.init_args.version
+        folder = Path(logger.init_args.save_dir) / (logger.init_args.name or "") / (
+            version if isinstance(version, str) else f"version_{version}")
+        if folder.is_dir() and any(folder.iterdir()):
+            self.parser.error(
+                f"--trainer.logger.init_args.version: {folder} already holds a run. Continue it with "
+                "--ckpt_path last, or leave out the version to start a new one in the next version folder."
+            )
 
     def _resume(self, config: Namespace, logger: Namespace | None) -> str:
         """Resolve ``--ckpt_path last`` to the newest run's ``last.ckpt`` and log into that run."""

@@ -100,6 +100,10 @@ class TestBadCheckpoint:
     def last(self, run):
         return run / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt"
 
+    def test_fresh_run_into_an_existing_version_folder(self, run, data_dir, capsys):
+        self.refused(run, data_dir, capsys, "version_0 already holds a run. Continue it with --ckpt_path last",
+                     "--trainer.logger.init_args.version=0")
+
     def test_truncated(self, run, data_dir, capsys):
         path = self.write(run, "truncated.ckpt", self.last(run).read_bytes()[:100_000])
         self.refused(run, data_dir, capsys, f"--ckpt_path: {path} cannot be read as a checkpoint (truncated or damaged?)",
