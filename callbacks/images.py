@@ -114,8 +114,7 @@ class ImagesCallback(pl.Callback):
             self._test_images = test[: min(self.num_reconstructions, len(test) // self.nrow * self.nrow)]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        after = pl_module.samples_evaluated
-        if self.schedule.due(after - batch.shape[0] * trainer.world_size, after):
+        if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
             self._log(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

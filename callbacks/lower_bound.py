@@ -68,8 +68,7 @@ class LowerBoundCallback(pl.Callback):
             self._count = 0
             value = self._log(trainer, pl_module, "lower_bound/train", metric)
             pl_module.log("lower_bound/train", value, prog_bar=True, logger=False, rank_zero_only=True)
-        after = pl_module.samples_evaluated
-        if self.schedule.due(after - batch.shape[0] * trainer.world_size, after):
+        if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
             value = self.evaluate_test(trainer, pl_module)
             if value is not None:
                 pl_module.log("lower_bound/test", value, prog_bar=True, logger=False, rank_zero_only=True)

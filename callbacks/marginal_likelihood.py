@@ -78,7 +78,7 @@ class MarginalLikelihoodCallback(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         after = pl_module.samples_evaluated
-        before = after - batch.shape[0] * trainer.world_size
+        before = pl_module.samples_before_step
         if self.during_fit and after >= self.start and self.schedule.due(max(before, self.start - 1), after):
             self.evaluate(trainer, pl_module, ("train", "test"))
 

@@ -66,6 +66,7 @@ class GenerativeModel(pl.LightningModule):
         if likelihood not in DECODERS:
             raise ValueError(f"likelihood must be one of {sorted(DECODERS)}, got {likelihood!r}")
         self.samples_evaluated = 0  # the x axis of Figures 2 and 3; saved in checkpoints
+        self.samples_before_step = 0  # samples_evaluated before the latest training step
         self._noise: torch.Generator | None = None
 
     def initialise(self, init_std: float) -> None:
@@ -110,6 +111,12 @@ class GenerativeModel(pl.LightningModule):
     def check_world_size(self, world_size: int) -> None:
         """``ValueError`` if this model cannot train on ``world_size`` processes (all of these
         can, except ``MCEM``)."""
+
+    def count_samples(self, batch: Tensor) -> None:
+        """Add this step's datapoints, over all ranks, to ``samples_evaluated``; the callbacks'
+        schedules read the step's interval (``samples_before_step``, ``samples_evaluated``]."""
+        self.samples_before_step = self.samples_evaluated
+        self.samples_evaluated += batch.shape[0] * self.trainer.world_size
 
     def check_finite(self, loss: Tensor) -> None:
         """Stop before a non-finite loss reaches backward and the update."""

@@ -72,9 +72,12 @@ class VAE(GenerativeModel):
 
     def lower_bound(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """SGVB estimate of the lower bound L(theta, phi; x) per datapoint, in nats (Eq. 6 or 7)."""
-        eps = torch.randn((num_samples, x.shape[0], self.hparams.latent_dim),
-                          generator=generator, device=x.device, dtype=x.dtype)
-        return self._estimate(x, eps)
+        return self._estimate(x, self.noise(x, num_samples, generator))
+
+    def noise(self, x: Tensor, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """eps ~ N(0, I) of shape ``[L, B, Nz]``: the noise of the reparameterisation (Eq. 10)."""
+        return torch.randn((num_samples, x.shape[0], self.hparams.latent_dim), generator=generator,
+                           device=x.device, dtype=x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.lower_bound(x, self.hparams.num_samples)
@@ -90,7 +93,7 @@ class VAE(GenerativeModel):
         # Eq. 8 per datapoint; the parameter prior enters as Adagrad's weight decay.
         loss = -bound.mean()
         self.check_finite(loss)
-        self.samples_evaluated += batch.shape[0] * self.trainer.world_size
+        self.count_samples(batch)
         return {"loss": loss, "lower_bound": bound.detach()}
 
     def evaluation_bound(self, batch: Tensor, batch_idx: int) -> Tensor:

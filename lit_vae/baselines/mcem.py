@@ -110,7 +110,7 @@ class MCEM(GenerativeModel):
             self.manual_backward(loss)
             optimizer.step()
         warmup.step()  # per minibatch: the warm-up counts minibatches, as for AEVB
-        self.samples_evaluated += batch.shape[0]
+        self.count_samples(batch)
         return {"loss": loss.detach(), "accept_rate": accept.mean()}
 
     def e_step(self, x: Tensor, index: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -34,7 +34,7 @@ class WakeSleep(VAE):
         bound = self.wake_bound(batch, generator)
         loss = -bound.mean() - self.sleep_log_density(batch.shape[0], generator).mean()
         self.check_finite(loss)
-        self.samples_evaluated += batch.shape[0] * self.trainer.world_size
+        self.count_samples(batch)
         return {"loss": loss, "lower_bound": bound.detach()}
 
     def wake_bound(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -42,8 +42,7 @@ class WakeSleep(VAE):
         wake phase's, grad_theta log p_theta(x, z), and reaches the decoder only."""
         with torch.no_grad():
             mu, logvar = self.encoder(x)
-        eps = torch.randn((self.hparams.num_samples, *mu.shape), generator=generator, device=x.device, dtype=x.dtype)
-        return self._estimator(x, mu, logvar, eps, self.log_likelihood)
+        return self._estimator(x, mu, logvar, self.noise(x, self.hparams.num_samples, generator), self.log_likelihood)
 
     def sleep_log_density(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """log q_phi(z|x) at ``n`` dreams (z, x) ~ p(z) p_theta(x|z): the sleep phase's objective,
