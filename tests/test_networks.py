@@ -1,11 +1,13 @@
 """The encoder and decoders of Appendix C against torch.distributions."""
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Bernoulli, Normal
 
 from lit_vae import VAE
-from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder
+from lit_vae.networks import LOGVAR_RANGE, BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, soft_clamp
 
 
 class TestBernoulliDecoder:
@@ -45,6 +47,40 @@ class TestGaussianDecoder:
             decoder.mu.bias.fill_(100.0)
         mean, _ = decoder(torch.randn(5, 2))
         assert ((mean > 0) & (mean <= 1)).all()
+
+
+    def test_log_variance_stays_in_its_range(self):
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        for bias, end in ((1e3, max(LOGVAR_RANGE)), (-1e3, min(LOGVAR_RANGE))):
+            with torch.no_grad():
+                decoder.logvar.bias.fill_(bias)
+            _, logvar = decoder(torch.randn(5, 2))
+            torch.testing.assert_close(logvar, torch.full_like(logvar, end))
+
+    def test_log_variance_range_is_one_grey_level_to_one(self):
+        low, high = LOGVAR_RANGE
+        assert math.exp(low / 2) == pytest.approx(1 / 256) and high == 0.0
+
+    def test_empty_range_is_refused(self):
+        with pytest.raises(ValueError, match="logvar_range"):
+            GaussianMLPDecoder(2, 8, 6, logvar_range=(0.0, -1.0))
+
+
+class TestSoftClamp:
+    def test_identity_inside_and_the_ends_outside(self):
+        x = torch.linspace(-1000.0, 1000.0, 20_001, dtype=torch.float64)
+        y = soft_clamp(x, -20.0, 20.0)
+        inside = x.abs() <= 10  # at least 10 from both ends: within e^-10
+        torch.testing.assert_close(y[inside], x[inside], atol=5e-5, rtol=0)
+        assert y.min() >= -20.0 - 1e-9 and y.max() <= 20.0 + 1e-9
+        torch.testing.assert_close(y[x.abs() >= 40], 20.0 * x[x.abs() >= 40].sign(), atol=1e-8, rtol=0)
+
+    def test_gradient_is_positive_around_the_range(self):
+        """Where a hard clamp's gradient is zero (just outside), this one still points back."""
+        x = torch.linspace(-30.0, 30.0, 601, dtype=torch.float64, requires_grad=True)
+        soft_clamp(x, -20.0, 20.0).sum().backward()
+        assert (x.grad > 0).all()
+        torch.testing.assert_close(x.grad[x.abs() <= 10], torch.ones_like(x.grad[x.abs() <= 10]), atol=1e-4, rtol=0)
 
 
 class TestEncoder:
