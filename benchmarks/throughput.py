@@ -5,13 +5,16 @@
 1. Plain loops: the same networks and estimator (Eq. 7), minibatches sliced from the in-memory
    training tensor, no Lightning, no evaluation, no logging; once with torch's default Adagrad
    and once with the fused CPU kernel that ``VAE`` uses (the like-for-like comparison).
-2. ``train.py fit --config configs/mnist.yaml`` in a subprocess, unchanged: progress bar,
+2. A bare Lightning ``Trainer`` in this process: the same ``VAE`` and data module, no logger,
+   checkpoints, progress bar, callbacks or validation; it shows what Lightning's training loop
+   alone costs against the plain loop.
+3. ``train.py fit --config configs/mnist.yaml`` in a subprocess, unchanged: progress bar,
    periodic test evaluation, checkpoints. Steady-state speed is read from the wall times that
    TensorBoard stores with each ``lower_bound/train`` point (one per epoch), so start-up and
    the first epoch are left out and nothing is instrumented.
-3. The same with ``--model.init_args.compile true`` (``torch.compile``, fp32), and with
+4. The same with ``--model.init_args.compile true`` (``torch.compile``, fp32), and with
    ``--model lit_vae.baselines.WakeSleep`` (the wake-sleep baseline on the same networks).
-4. The baselines against AEVB where the paper compares all three (Figure 3: 784-100-3 on
+5. The baselines against AEVB where the paper compares all three (Figure 3: 784-100-3 on
    N = 1,000): ``configs/figure3_n1000{,_wake_sleep,_mcem}.yaml`` unchanged except that the
    marginal likelihood is not evaluated during training. Steady-state speed is the difference of
    two runs, k and 2k minibatches long: k M / (t(2k) - t(k)), so start-up cancels.
@@ -22,21 +25,24 @@ Peak memory is the subprocess's maximum resident set size.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from datamodules import MNISTDataModule  # noqa: E402
-from lit_vae import sgvb_b  # noqa: E402
+from lit_vae import VAE, sgvb_b  # noqa: E402
 from lit_vae.events import read_events  # noqa: E402
 from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPEncoder, init_normal_  # noqa: E402
 
@@ -61,13 +67,42 @@ def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 10
         if step == warmup:
             start = time.perf_counter()
         i = (step * batch_size) % len(data)
-        x = data[order[i : i + batch_size]]
+        x = data.index_select(0, order[i : i + batch_size])  # as TensorBatches serves minibatches
         mu, logvar = encoder(x)
         bound = sgvb_b(x, mu, logvar, torch.randn(1, len(x), latent_dim), log_likelihood)
         optimizer.zero_grad(set_to_none=True)
         (-bound.mean()).backward()
         optimizer.step()
     return steps * batch_size / (time.perf_counter() - start)
+
+
+class StepTimer(pl.Callback):
+    """Wall time from the start of training step ``warmup`` to the end of training."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start = self.seconds = 0.0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def bare_trainer(data: MNISTDataModule, steps: int, warmup: int) -> float:
+    """Samples per second of ``Trainer.fit`` on ``VAE`` (fused Adagrad, as in ``train.py``) with
+    nothing but the training loop: no logger, checkpoints, progress bar, summary or validation."""
+    pl.seed_everything(0, verbose=False)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banners between the lines
+    timer = StepTimer(warmup)
+    warnings.filterwarnings("ignore", module="lightning")
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(VAE(), data)
+    return steps * 100 / timer.seconds
 
 
 def train(config: str, steps: int, threads: int, data_dir: str, runs: str, *extra: str) -> float:
@@ -122,6 +157,8 @@ def main() -> None:
         plain = plain_loop(data.splits["train"], steps=steps, warmup=200)
         print(f"plain loop, default Adagrad  {reference:9.0f} samples/s  ({100 / reference * 1e3:.2f} ms a step)", flush=True)
         print(f"plain loop, fused Adagrad    {plain:9.0f} samples/s  ({100 / plain * 1e3:.2f} ms a step)", flush=True)
+        bare = bare_trainer(data, steps=steps, warmup=200)
+        print(f"bare Lightning Trainer       {bare:9.0f} samples/s  = {bare / plain:.2f} x fused plain", flush=True)
     fit, peak = lightning_fit(args.epochs, args.threads, args.data_dir)
     print(f"train.py fit (default)       {fit:9.0f} samples/s", end="", flush=True)
     print("" if args.baselines_only else f"  = {fit / plain:.2f} x fused plain, {fit / reference:.2f} x default plain"

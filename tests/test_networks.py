@@ -48,7 +48,6 @@ class TestGaussianDecoder:
         mean, _ = decoder(torch.randn(5, 2))
         assert ((mean > 0) & (mean <= 1)).all()
 
-
     def test_log_variance_stays_in_its_range(self):
         decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
         for bias, end in ((1e3, max(LOGVAR_RANGE)), (-1e3, min(LOGVAR_RANGE))):
