@@ -87,7 +87,8 @@ class GaussianMLPDecoder(nn.Module):
     which a continuous density grows without bound as sigma -> 0. Beyond these values the term
     (x - mu)^2 / sigma^2 makes gradients so large that they swamp Adagrad's accumulated squares:
     Frey Face at step size 0.1 had a test bound of -1,149 nats after 10^6 samples unbounded,
-    519 bounded (README, "Numerical safety").
+    519 bounded (README, "Numerical safety"). At initialisation (W5 h + b5 near 0) the clamp puts
+    the log-variance at about -log 2 (variance 1/2), not 0.
 
     ``forward`` returns ``(mean, logvar)``, both per pixel.
     """
