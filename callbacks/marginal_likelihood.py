@@ -108,7 +108,7 @@ class MarginalLikelihoodCallback(pl.Callback):
         log_at_samples(trainer, {k: v for k, v in results.items() if not k.startswith("lower_bound")}, pl_module.samples_evaluated)
         for split in splits:
             others = (f", importance ({self.importance_samples:,} samples) {results[f'marginal_likelihood_importance/{split}']:.2f}, "
-                      f"lower bound {results[f'lower_bound/{split}']:.2f}") if isinstance(pl_module, VAE) else ""
+                      f"lower bound {results[f'lower_bound/{split}']:.2f}") if f"lower_bound/{split}" in results else ""
             rank_zero_info(
                 f"log p(x) of the first {self.num_datapoints:,} {split} points at {pl_module.samples_evaluated:,} samples: "
                 f"HMC {results[f'marginal_likelihood/{split}']:.2f}{others} nats per datapoint "

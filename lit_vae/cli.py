@@ -78,13 +78,13 @@ class VAECLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        logger = config.trainer.logger
-        if isinstance(logger, Namespace) and "init_args" in logger and logger.init_args.get("name", "") is None:
-            logger.init_args.name = run_name(config)
+        logger = logger_args(config.trainer.logger)
+        if logger is not None and logger.get("name", "") is None:
+            logger.name = run_name(config)
         # ModelCheckpoint saves its folder in each checkpoint and, on resume, forgets which file
         # is last.ckpt unless the folder is spelled the same: absolute paths, whatever the cwd.
-        if isinstance(logger, Namespace) and "init_args" in logger and logger.init_args.get("save_dir"):
-            logger.init_args.save_dir = str(Path(logger.init_args.save_dir).resolve())
+        if logger is not None and logger.get("save_dir"):
+            logger.save_dir = str(Path(logger.save_dir).resolve())
         if config.checkpoint.dirpath is not None:
             config.checkpoint.dirpath = str(Path(config.checkpoint.dirpath).resolve())
         if self.subcommand == "fit" and config.ckpt_path is not None:
@@ -95,10 +95,10 @@ class VAECLI(LightningCLI):
     def _refuse_used_version(self, logger: Namespace | None) -> None:
         """A fresh fit told to log into an existing run folder (``--trainer.logger.init_args.version``)
         would mix its curves and checkpoints with that run's: refuse before anything is written."""
-        if not (isinstance(logger, Namespace) and "init_args" in logger and logger.init_args.get("version") is not None):
+        if logger is None or logger.get("version") is None:
             return
-        version = logger.init_args.version
-        folder = Path(logger.init_args.save_dir) / (logger.init_args.name or "") / (
+        version = logger.version
+        folder = Path(logger.save_dir) / (logger.name or "") / (
             version if isinstance(version, str) else f"version_{version}")
         if folder.is_dir() and any(folder.iterdir()):
             self.parser.error(
@@ -116,10 +116,10 @@ class VAECLI(LightningCLI):
         # <save_dir>/<name>/version_<n>/checkpoints/<file>: keep logging into that run's folder.
         run = Path(path).resolve().parent.parent
         version = re.fullmatch(r"version_(\d+)", run.name)
-        if version and isinstance(logger, Namespace) and "init_args" in logger and config.checkpoint.dirpath is None:
-            logger.init_args.save_dir = str(run.parent.parent)
-            logger.init_args.name = run.parent.name
-            logger.init_args.version = int(version.group(1))
+        if version and logger is not None and config.checkpoint.dirpath is None:
+            logger.save_dir = str(run.parent.parent)
+            logger.name = run.parent.name
+            logger.version = int(version.group(1))
         return str(path)
 
     def _parse_ckpt_path(self) -> None:
@@ -181,13 +181,20 @@ def run_name(config: Namespace) -> str:
     return f"{name}_nz{config.model.init_args.latent_dim}{suffix}"
 
 
+def logger_args(logger: object) -> Namespace | None:
+    """The ``init_args`` of a logger configured by class path (as the default TensorBoard one
+    is); ``None`` for no logger or one given otherwise."""
+    return logger.init_args if isinstance(logger, Namespace) and "init_args" in logger else None
+
+
 def find_last_checkpoint(config: Namespace, logger: Namespace | None) -> Path:
-    """``last.ckpt`` of the newest version of this run (or in ``--checkpoint.dirpath``)."""
+    """``last.ckpt`` of the newest version of this run (or in ``--checkpoint.dirpath``);
+    ``logger`` is the logger's ``init_args`` (:func:`logger_args`)."""
     if config.checkpoint.dirpath is not None:
         candidates = [Path(config.checkpoint.dirpath) / "last.ckpt"]
         where = str(config.checkpoint.dirpath)
-    elif isinstance(logger, Namespace) and "init_args" in logger:
-        root = Path(logger.init_args.get("save_dir", ".")) / (logger.init_args.get("name") or "")
+    elif logger is not None:
+        root = Path(logger.get("save_dir", ".")) / (logger.get("name") or "")
         versions = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: int(p.parent.parent.name[8:]))
         candidates = versions[::-1]
         where = f"{root}/version_*/checkpoints"
