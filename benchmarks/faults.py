@@ -60,7 +60,7 @@ def run_with_kills(runs: Path, steps: int, data_dir: str, kills: int, window: fl
     for kill in range(kills + 1):
         extra = (*args, "--ckpt_path=last") if kill else args
         if kill:
-            resumed_from.append(torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["global_step"])
+            resumed_from.append(torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"])
         before = (checkpoints / "last.ckpt").stat().st_mtime if kill else 0.0
         process = subprocess.Popen(command(runs, steps, data_dir, *extra), cwd=REPO, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -99,8 +99,8 @@ def main() -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         resumed_from = run_with_kills(parts, steps, args.data_dir, args.kills, args.window, random.Random(args.seed), env, every)
         run = Path("mnist_nz20") / "version_0"
-        a = torch.load(whole / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-        b = torch.load(parts / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        a = torch.load(whole / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        b = torch.load(parts / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         same_parameters = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         curves_a, curves_b = read_scalars(whole / run), read_scalars(parts / run)
         same_curves = curves_a == curves_b

@@ -12,8 +12,8 @@
    periodic test evaluation, checkpoints. Steady-state speed is read from the wall times that
    TensorBoard stores with each ``lower_bound/train`` point (one per epoch), so start-up and
    the first epoch are left out and nothing is instrumented.
-4. The same with ``--model.init_args.compile true`` (``torch.compile``, fp32), and with
-   ``--model lit_vae.baselines.WakeSleep`` (the wake-sleep baseline on the same networks).
+4. The same with ``--model lit_vae.baselines.WakeSleep`` (the wake-sleep baseline on the same
+   networks).
 5. The baselines against AEVB where the paper compares all three (Figure 3: 784-100-3 on
    N = 1,000): ``configs/figure3_n1000{,_wake_sleep,_mcem}.yaml`` unchanged except that the
    marginal likelihood is not evaluated during training. Steady-state speed is the difference of
@@ -41,8 +41,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from datamodules import MNISTDataModule  # noqa: E402
 from lit_vae import VAE, sgvb_b  # noqa: E402
+from lit_vae.datamodules import MNISTDataModule  # noqa: E402
 from lit_vae.events import read_events  # noqa: E402
 from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPEncoder, init_normal_  # noqa: E402
 
@@ -142,7 +142,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=20, help="epochs of 500 steps for each Lightning run")
     parser.add_argument("--data-dir", default=os.environ.get("LIT_VAE_DATA_DIR", "data"))
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     parser.add_argument("--no-baselines", action="store_true", help="skip the Figure 3 comparison of the baselines")
     parser.add_argument("--baselines-only", action="store_true", help="only AEVB's fit and the baselines against it")
     parser.add_argument("--baseline-batches", type=int, default=2000, help="k, minibatches of the shorter baseline run")
@@ -163,9 +162,6 @@ def main() -> None:
     print(f"train.py fit (default)       {fit:9.0f} samples/s", end="", flush=True)
     print("" if args.baselines_only else f"  = {fit / plain:.2f} x fused plain, {fit / reference:.2f} x default plain"
           f"   peak RSS {peak:.0f} MiB", flush=True)
-    if not args.no_compile and not args.baselines_only:
-        compiled, _ = lightning_fit(args.epochs, args.threads, args.data_dir, "--model.init_args.compile=true")
-        print(f"train.py fit (compile)       {compiled:9.0f} samples/s  = {compiled / plain:.2f} x fused plain", flush=True)
     wake_sleep, _ = lightning_fit(args.epochs, args.threads, args.data_dir, "--model=lit_vae.baselines.WakeSleep")
     print(f"train.py fit (wake-sleep)    {wake_sleep:9.0f} samples/s  = {wake_sleep / fit:.2f} x AEVB", flush=True)
     if not args.no_baselines:

@@ -1,8 +1,12 @@
-"""Callbacks that log the paper's quantities against training samples evaluated."""
+"""Callbacks: the paper's quantities logged against training samples evaluated, pictures, and
+checkpoints. They know a model by the members of ``lit_vae.interfaces`` they read, never by its
+class (a contract of the layers check)."""
 
-from callbacks.images import ImagesCallback
-from callbacks.lower_bound import LowerBoundCallback
-from callbacks.marginal_likelihood import MarginalLikelihoodCallback
-from callbacks.schedule import LogSpacedSchedule
+from lit_vae.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint, RunState
+from lit_vae.callbacks.images import ImagesCallback
+from lit_vae.callbacks.lower_bound import LowerBoundCallback
+from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
+from lit_vae.callbacks.schedule import LogSpacedSchedule
 
-__all__ = ["ImagesCallback", "LogSpacedSchedule", "LowerBoundCallback", "MarginalLikelihoodCallback"]
+__all__ = ["AtomicCheckpointIO", "ImagesCallback", "LogSpacedSchedule", "LowerBoundCallback", "MarginalLikelihoodCallback",
+           "RunCheckpoint", "RunState"]

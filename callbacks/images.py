@@ -13,10 +13,9 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from callbacks.schedule import LogSpacedSchedule
-from datamodules.base import InMemoryDataModule
+from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
+from lit_vae.interfaces import SplitData, evaluating
 from lit_vae.logging import log_image_at_samples
-from lit_vae.model import VAE
 
 
 def manifold_points(size: int, latent_dim: int, dims: Sequence[int] = (0, 1)) -> Tensor:
@@ -80,7 +79,7 @@ class ImagesCallback(pl.Callback):
         num_reconstructions: int = 50,
         nrow: int = 10,
         seed: int = 0,
-        mantissas: Sequence[float] = (1, 2, 5),
+        mantissas: Sequence[float] = DEFAULT_MANTISSAS,
     ) -> None:
         for name, value in (("manifold_size", manifold_size), ("num_samples", num_samples), ("nrow", nrow)):
             if value < 1:
@@ -98,14 +97,13 @@ class ImagesCallback(pl.Callback):
         self._last_logged = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        latent_dim = pl_module.hparams.latent_dim
         # Raises here, before training, on dimensions the model does not have (the CLI checks earlier).
-        self._manifold_z = manifold_points(self.manifold_size, latent_dim, self.manifold_dims)
-        self._sample_z = torch.randn(self.num_samples, latent_dim, generator=torch.Generator().manual_seed(self.seed))
+        self._manifold_z = manifold_points(self.manifold_size, pl_module.latent_dim, self.manifold_dims)
+        self._sample_z = pl_module.prior_sample(self.num_samples, torch.Generator().manual_seed(self.seed))
         # trainer.log_dir broadcasts from rank 0, so it is read here, where every rank calls it.
         self._folder = Path(trainer.log_dir or trainer.default_root_dir) / "images"
         data = trainer.datamodule
-        self._shape = data.image_shape if isinstance(data, InMemoryDataModule) else None
+        self._shape = data.image_shape if isinstance(data, SplitData) else None
         if self._shape is None:
             rank_zero_warn("ImagesCallback needs one of this project's data modules (image shape, test split); no images are logged.")
         else:
@@ -141,20 +139,18 @@ class ImagesCallback(pl.Callback):
         shape = self._shape
         if shape is None:
             return {}
-        was_training = pl_module.training
-        pl_module.eval()
         device = pl_module.device
-        images = {
-            "manifold": self._grid(pl_module.decode_mean(self._manifold_z.to(device)), shape, self.manifold_size, padding=0),
-            "samples": self._grid(pl_module.decode_mean(self._sample_z.to(device)), shape, self.nrow),
-        }
-        if len(self._test_images) and isinstance(pl_module, VAE):
-            x = self._test_images.to(device)
-            reconstruction = pl_module.decode_mean(pl_module.encode(x)[0])
-            # Rows of originals, each followed by the row of their reconstructions.
-            pairs = torch.stack([x.view(-1, self.nrow, x.shape[-1]), reconstruction.view(-1, self.nrow, x.shape[-1])], dim=1)
-            images["reconstructions"] = self._grid(pairs.reshape(-1, x.shape[-1]), shape, self.nrow)
-        pl_module.train(was_training)
+        with evaluating(pl_module):
+            images = {
+                "manifold": self._grid(pl_module.decode_mean(self._manifold_z.to(device)), shape, self.manifold_size, padding=0),
+                "samples": self._grid(pl_module.decode_mean(self._sample_z.to(device)), shape, self.nrow),
+            }
+            if len(self._test_images) and pl_module.has_encoder:
+                x = self._test_images.to(device)
+                reconstruction = pl_module.decode_mean(pl_module.encode(x)[0])
+                # Rows of originals, each followed by the row of their reconstructions.
+                pairs = torch.stack([x.view(-1, self.nrow, x.shape[-1]), reconstruction.view(-1, self.nrow, x.shape[-1])], dim=1)
+                images["reconstructions"] = self._grid(pairs.reshape(-1, x.shape[-1]), shape, self.nrow)
         return images
 
     def state_dict(self) -> dict[str, Any]:

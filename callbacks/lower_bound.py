@@ -10,9 +10,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
-from callbacks.schedule import LogSpacedSchedule
+from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
+from lit_vae.interfaces import evaluating
 from lit_vae.logging import log_at_samples
-from lit_vae.model import VAE
 
 
 class LowerBoundCallback(pl.Callback):
@@ -25,33 +25,34 @@ class LowerBoundCallback(pl.Callback):
       checkpoint and completed by a resumed run.
     - ``lower_bound/test``: the mean over the whole test split (``datamodule.test_dataloader()``)
       in eval mode, whenever training passes a point of the log-spaced schedule (1, 2, 5 x 10^k
-      samples by default), and at the end of training.
+      samples by default), and at the end of training. It runs the model's own ``test_step``
+      and ``log_bound``, so it is the number ``train.py test`` gives for the same state.
 
-    Models without a recognition model (``MCEM``) have no lower bound; for them it does nothing.
-    Per step it only adds two tensors; means are reduced with torchmetrics, so they are over
-    all ranks under DDP. The evaluation noise comes from the model's evaluation stream, never
-    from the training one.
+    Models without a recognition model (``has_encoder`` false: ``MCEM``) have no lower bound;
+    for them it does nothing. Per step it only adds two tensors; means are reduced with
+    torchmetrics, so they are over all ranks under DDP. The evaluation noise comes from the
+    model's evaluation stream, never from the training one.
 
     Args:
         mantissas: the schedule's points are ``m x 10^k`` for each mantissa ``m``.
     """
 
-    def __init__(self, mantissas: Sequence[float] = (1, 2, 5)) -> None:
+    def __init__(self, mantissas: Sequence[float] = DEFAULT_MANTISSAS) -> None:
         self.schedule = LogSpacedSchedule(mantissas)
         self._sum = torch.zeros((), dtype=torch.float64)
         self._count = 0
         self._last_test = -1
         self._train_mean = MeanMetric()
-        self._test_mean = MeanMetric()
         self._active = True
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._active = isinstance(pl_module, VAE)
+        self._active = pl_module.has_encoder
         if not self._active:
             rank_zero_info(f"{type(pl_module).__name__} has no recognition model q(z|x), hence no lower bound: "
                            "lower_bound/* is not logged (the marginal likelihood is).")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         if not self._active:
             return
         bound = outputs["lower_bound"]
@@ -66,7 +67,9 @@ class LowerBoundCallback(pl.Callback):
             metric.update(self._sum / self._count, weight=self._count)
             self._sum.zero_()
             self._count = 0
-            value = self._log(trainer, pl_module, "lower_bound/train", metric)
+            value = metric.compute().item()
+            metric.reset()
+            log_at_samples(trainer, {"lower_bound/train": value}, pl_module.samples_evaluated)
             pl_module.log("lower_bound/train", value, prog_bar=True, logger=False, rank_zero_only=True)
         if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
             value = self.evaluate_test(trainer, pl_module)
@@ -79,26 +82,17 @@ class LowerBoundCallback(pl.Callback):
 
     @torch.no_grad()
     def evaluate_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float | None:
-        """Average lower bound over the test split, in eval mode, logged at the current sample count."""
+        """The model's lower bound on the test split, in eval mode, logged at the current sample
+        count (``None`` without a data module to give the test split)."""
         datamodule = trainer.datamodule
         if datamodule is None:
             rank_zero_warn("LowerBoundCallback needs a LightningDataModule for the test split; lower_bound/test is not logged.")
             return None
         self._last_test = pl_module.samples_evaluated
-        metric = self._test_mean.to(pl_module.device)
-        was_training = pl_module.training
-        pl_module.eval()
-        for batch_idx, batch in enumerate(datamodule.test_dataloader()):
-            metric.update(pl_module.evaluation_bound(batch.to(pl_module.device), batch_idx))
-        pl_module.train(was_training)
-        return self._log(trainer, pl_module, "lower_bound/test", metric)
-
-    @staticmethod
-    def _log(trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str, metric: MeanMetric) -> float:
-        value = metric.compute().item()
-        metric.reset()
-        log_at_samples(trainer, {tag: value}, pl_module.samples_evaluated)
-        return value
+        with evaluating(pl_module):
+            for batch_idx, batch in enumerate(datamodule.test_dataloader()):
+                pl_module.test_step(pl_module.transfer_batch_to_device(batch, pl_module.device, 0), batch_idx)
+        return pl_module.log_bound("lower_bound/test", pl_module.test_bound)
 
     def state_dict(self) -> dict[str, Any]:
         return {"sum": self._sum.item(), "count": self._count, "last_test": self._last_test}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -11,22 +12,23 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
-from callbacks.schedule import LogSpacedSchedule
-from datamodules.base import InMemoryDataModule
+from lit_vae.appendix_d import APPENDIX_D, AppendixD
+from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
+from lit_vae.interfaces import SplitData, evaluating
 from lit_vae.logging import log_at_samples
 from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal, prior_search
-from lit_vae.model import VAE
+from lit_vae.seeding import seeded_generator
 
 
 class MarginalLikelihoodCallback(pl.Callback):
-    """Estimates log p(x) on the first ``num_datapoints`` training and test points (the paper's
-    protocol: 1,000 each) and logs, with step = training samples evaluated:
+    """Estimates log p(x) on the first ``settings.num_datapoints`` training and test points (the
+    paper's protocol: 1,000 each) and logs, with step = training samples evaluated:
 
     - ``marginal_likelihood/{train,test}``: the HMC estimator of Appendix D,
     - ``marginal_likelihood_importance/{train,test}``: importance sampling with q(z|x), for
       models that have one. Without one (``MCEM``) the HMC chains start at the best of
-      ``prior_draws`` prior draws (:func:`~lit_vae.marginal_likelihood.prior_search`) instead
-      of at the encoder's mean.
+      ``settings.prior_draws`` prior draws (:func:`~lit_vae.marginal_likelihood.prior_search`)
+      instead of at the encoder's mean.
 
     During ``fit`` (when ``during_fit``) at the log-spaced schedule's points from ``start`` on
     and at the end of training; during ``test`` always, on the test points, printing both
@@ -37,14 +39,9 @@ class MarginalLikelihoodCallback(pl.Callback):
 
     Args:
         during_fit: evaluate during training (costs seconds per point of the schedule).
-        num_datapoints: points of each split to evaluate.
+        settings: the protocol of Appendix D (samples, leapfrog steps, burn-in, points, ...).
         mantissas: schedule points are ``m x 10^k``.
         start: first sample count of the schedule to evaluate at.
-        num_samples: posterior samples per datapoint (the paper: 50).
-        num_leapfrog: leapfrog steps per HMC iteration (the paper: 4).
-        burn_in: HMC iterations that adapt the step size, discarded.
-        importance_samples: samples of the importance estimate.
-        prior_draws: prior draws searched for the chains' starting points of a model without an encoder.
         chunk_size: datapoints processed at once (bounds memory; one progress-bar tick each).
         seed: seed of the estimators' noise.
     """
@@ -52,31 +49,24 @@ class MarginalLikelihoodCallback(pl.Callback):
     def __init__(
         self,
         during_fit: bool = False,
-        num_datapoints: int = 1_000,
-        mantissas: Sequence[float] = (1, 2, 5),
+        settings: AppendixD = APPENDIX_D,
+        mantissas: Sequence[float] = DEFAULT_MANTISSAS,
         start: int = 100_000,
-        num_samples: int = 50,
-        num_leapfrog: int = 4,
-        burn_in: int = 50,
-        importance_samples: int = 1_000,
-        prior_draws: int = 1_000,
         chunk_size: int = 250,
         seed: int = 0,
     ) -> None:
         self.during_fit = during_fit
-        self.num_datapoints = num_datapoints
+        self.settings = settings
         self.schedule = LogSpacedSchedule(mantissas)
         self.start = start
-        self.hmc_args = {"num_samples": num_samples, "num_leapfrog": num_leapfrog, "burn_in": burn_in}
-        self.importance_samples = importance_samples
-        self.prior_draws = prior_draws
         self.chunk_size = chunk_size
         self.seed = seed
         self._last = -1
         #: The latest estimates, ``{"marginal_likelihood/test": ..., "lower_bound/test": ..., ...}``.
         self.results: dict[str, float] = {}
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         after = pl_module.samples_evaluated
         before = pl_module.samples_before_step
         if self.during_fit and after >= self.start and self.schedule.due(max(before, self.start - 1), after):
@@ -92,46 +82,46 @@ class MarginalLikelihoodCallback(pl.Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, splits: Sequence[str]) -> dict[str, float]:
         """Both estimates (and the lower bound) on the first points of each split; logs and returns them."""
         datamodule = trainer.datamodule
-        if not isinstance(datamodule, InMemoryDataModule):
-            raise TypeError("MarginalLikelihoodCallback reads the first points of each split from an InMemoryDataModule")
+        if not isinstance(datamodule, SplitData):
+            raise TypeError("MarginalLikelihoodCallback reads the first points of each split from a data module "
+                            "with splits (one of lit_vae.datamodules)")
         datamodule.setup()
         self._last = pl_module.samples_evaluated
-        was_training = pl_module.training
-        pl_module.eval()
         results, started = {}, time.perf_counter()
-        with torch.inference_mode(False):
+        with evaluating(pl_module), torch.inference_mode(False):
             for split in splits:
-                means = self._estimate(trainer, pl_module, datamodule.splits[split][: self.num_datapoints], split)
+                means = self._estimate(trainer, pl_module, datamodule.splits[split][: self.settings.num_datapoints], split)
                 results.update({f"{name}/{split}": value for name, value in means.items()})
-        pl_module.train(was_training)
         self.results = results
         log_at_samples(trainer, {k: v for k, v in results.items() if not k.startswith("lower_bound")}, pl_module.samples_evaluated)
         for split in splits:
-            others = (f", importance ({self.importance_samples:,} samples) {results[f'marginal_likelihood_importance/{split}']:.2f}, "
+            others = (f", importance ({self.settings.importance_samples:,} samples) "
+                      f"{results[f'marginal_likelihood_importance/{split}']:.2f}, "
                       f"lower bound {results[f'lower_bound/{split}']:.2f}") if f"lower_bound/{split}" in results else ""
             rank_zero_info(
-                f"log p(x) of the first {self.num_datapoints:,} {split} points at {pl_module.samples_evaluated:,} samples: "
-                f"HMC {results[f'marginal_likelihood/{split}']:.2f}{others} nats per datapoint "
+                f"log p(x) of the first {self.settings.num_datapoints:,} {split} points at {pl_module.samples_evaluated:,} "
+                f"samples: HMC {results[f'marginal_likelihood/{split}']:.2f}{others} nats per datapoint "
                 f"({time.perf_counter() - started:.0f} s)"
             )
         return results
 
     def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: torch.Tensor, split: str) -> dict[str, float]:
         shard = data[trainer.global_rank :: trainer.world_size].to(pl_module.device)
-        generator = torch.Generator(device=pl_module.device).manual_seed(
-            hash((self.seed, pl_module.samples_evaluated, trainer.global_rank, split == "test")) & (2**63 - 1))
-        encoder = isinstance(pl_module, VAE)
+        generator = seeded_generator(self.seed, pl_module.samples_evaluated, trainer.global_rank, int(split == "test"),
+                                     generator=torch.Generator(device=pl_module.device))
+        encoder = pl_module.has_encoder
         names = ("marginal_likelihood", "marginal_likelihood_importance", "lower_bound") if encoder else ("marginal_likelihood",)
         metrics = {name: MeanMetric().to(pl_module.device) for name in names}
         chunks = shard.split(self.chunk_size)
-        for x in tqdm(chunks, desc=f"log p(x), {split}", leave=False, disable=not trainer.is_global_zero or not trainer.progress_bar_callback):
+        show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        for x in tqdm(chunks, desc=f"log p(x), {split}", leave=False, disable=not show):
             init = (pl_module.encode(x)[0].detach() if encoder else
-                    prior_search(pl_module.log_joint, x, pl_module.hparams.latent_dim, self.prior_draws, generator=generator))
+                    prior_search(pl_module.log_joint, pl_module.prior_sample, x, self.settings.prior_draws, generator=generator))
             metrics["marginal_likelihood"].update(hmc_log_marginal(
-                pl_module.log_joint, x, pl_module.hparams.latent_dim, init=init, generator=generator, **self.hmc_args))
+                pl_module.log_joint, x, pl_module.latent_dim, settings=self.settings, init=init, generator=generator))
             if encoder:
                 metrics["marginal_likelihood_importance"].update(
-                    importance_log_marginal(pl_module, x, self.importance_samples, generator=generator))
+                    importance_log_marginal(pl_module, x, self.settings.importance_samples, generator=generator))
                 with torch.no_grad():
                     metrics["lower_bound"].update(pl_module.lower_bound(x, generator=generator))
         return {name: metric.compute().item() for name, metric in metrics.items()}

@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+#: The schedule of every callback by default: 1, 2, 5, 10, 20, 50, ... samples.
+DEFAULT_MANTISSAS: tuple[float, ...] = (1, 2, 5)
+
 
 class LogSpacedSchedule:
-    """The points m x 10^k for each mantissa m (default 1, 2, 5) and every k >= 0.
+    """The points m x 10^k for each mantissa m (default :data:`DEFAULT_MANTISSAS`) and every k >= 0.
 
     ``due(before, after)`` says whether a point lies in (before, after]: with ``before`` and
     ``after`` the samples evaluated around a training step, it fires once per point passed.
     """
 
-    def __init__(self, mantissas: Sequence[float] = (1, 2, 5)) -> None:
+    def __init__(self, mantissas: Sequence[float] = DEFAULT_MANTISSAS) -> None:
         if not mantissas or any(not 1 <= m < 10 for m in mantissas):
             raise ValueError(f"mantissas must be non-empty and in [1, 10), got {list(mantissas)}")
         self.mantissas = sorted(mantissas)
@@ -30,6 +33,7 @@ class LogSpacedSchedule:
             k += 1
 
     def due(self, before: int, after: int) -> bool:
+        """Whether a point lies in (``before``, ``after``]."""
         # Called every training step: remember the interval [start, point) on which
         # next_after(n) == point, and search again only when ``before`` leaves it.
         if not self._start <= before < self._point:

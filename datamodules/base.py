@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from datamodules.batches import BatchTransform, TensorBatches
-
-
-def dataset_name(class_path: str) -> str:
-    """The data set a data module class is for, from its name: ``"MNIST"`` for
-    ``datamodules.MNISTDataModule``, ``"Frey Face"`` for ``datamodules.FreyFaceDataModule``."""
-    name = class_path.rpartition(".")[2].removesuffix("DataModule")
-    return re.sub(r"(?<!^)(?=[A-Z][a-z])", " ", name)
+from lit_vae.datamodules.batches import BatchTransform, TensorBatches
 
 
 class InMemoryDataModule(pl.LightningDataModule):

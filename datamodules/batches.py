@@ -6,24 +6,29 @@ several times the model's own compute; slicing a resident tensor costs microseco
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-#: ``transform(batch, generator) -> batch``, applied to each served minibatch.
+from lit_vae.seeding import seeded_generator
+
+#: ``transform(x, generator) -> x``, applied to the datapoints of each served minibatch.
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 
 
-def seeded_generator(*key: int) -> torch.Generator:
-    """A CPU generator whose seed is a well-mixed function of the integers in ``key``."""
-    seed = int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0])
-    return torch.Generator().manual_seed(seed)
+class Batch(NamedTuple):
+    """A minibatch: the datapoints ``x`` (``[B, D]``) and their rows ``index`` (``[B]``) in the
+    split, so that state kept per datapoint (MCEM's chains) needs nothing from the loader."""
+
+    x: Tensor
+    index: Tensor
 
 
 class TensorBatches:
-    """An iterable of minibatches of ``data`` (rows are datapoints), resumable mid-epoch.
+    """An iterable of :class:`Batch` minibatches of ``data`` (rows are datapoints), resumable
+    mid-epoch.
 
     The order of epoch ``e`` is a permutation drawn from ``seeded_generator(seed, e)``, so it
     depends on nothing but the seed and the epoch. Under data parallelism each of the
@@ -70,11 +75,7 @@ class TensorBatches:
             self._order, self._order_epoch = order[self.rank :: self.world_size][: self.shard_size], epoch
         return self._order
 
-    def batch_indices(self, epoch: int, batch: int) -> Tensor:
-        """Rows of ``data`` in minibatch ``batch`` of epoch ``epoch`` (e.g. to keep state per datapoint)."""
-        return self._indices(epoch)[batch * self.batch_size : (batch + 1) * self.batch_size]
-
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[Batch]:
         if not self.shuffle:
             # Evaluation always covers the whole split: one cut short (Lightning's sanity check
             # stops after 2 batches) must not make the next one start where it stopped.
@@ -87,11 +88,12 @@ class TensorBatches:
             if self.position == len(self):
                 self.epoch, self.position = self.epoch + 1, 0
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.shard_size)
-            # index_select: half the time of self.data[indices[lo:hi]] (20 against 45 us for 100 x 784)
-            batch = self.data[lo:hi] if contiguous else self.data.index_select(0, indices[lo:hi])
+            # index_select: half the time of self.data[rows] (docs/results.md, "Speed and memory")
+            rows = torch.arange(lo, hi) if contiguous else indices[lo:hi]
+            x = self.data[lo:hi] if contiguous else self.data.index_select(0, rows)
             if self.transform is not None:
-                batch = self.transform(batch, seeded_generator(self.seed, epoch, b, self.rank))
-            yield batch
+                x = self.transform(x, seeded_generator(self.seed, epoch, b, self.rank))
+            yield Batch(x, rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position}

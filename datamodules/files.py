@@ -10,8 +10,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 #: Environment variable that sets the default data folder.
 DATA_DIR_ENV = "LIT_VAE_DATA_DIR"

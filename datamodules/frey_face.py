@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 from torchvision.datasets.utils import download_url
 
-from datamodules.base import InMemoryDataModule
-from datamodules.files import CorruptDataError, default_data_dir, download_verified, missing_files_error
+from lit_vae.datamodules.base import InMemoryDataModule
+from lit_vae.datamodules.files import CorruptDataError, default_data_dir, download_verified, missing_files_error
 
 URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
 FILENAME = "frey_rawface.mat"

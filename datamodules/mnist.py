@@ -10,9 +10,9 @@ from torch import Tensor
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import download_and_extract_archive
 
-from datamodules.base import InMemoryDataModule
-from datamodules.batches import BatchTransform
-from datamodules.files import check_sha256, default_data_dir, download_verified, missing_files_error
+from lit_vae.datamodules.base import InMemoryDataModule
+from lit_vae.datamodules.batches import BatchTransform, TensorBatches
+from lit_vae.datamodules.files import check_sha256, default_data_dir, download_verified, missing_files_error
 
 #: SHA-256 of the uncompressed IDX files (their MD5 sums are the well-known ones).
 SHA256 = {
@@ -48,7 +48,7 @@ class MNISTDataModule(InMemoryDataModule):
         binarize_seed: seed of the static binarisation.
         pixel_divisor: grey level = pixel / ``pixel_divisor``. 255 maps the pixels onto [0, 1];
             256 gives the values of ``mnist.pkl.gz`` (largest 255/256), the file the paper-era
-            code read, whose targets never reach 1 (see the README's reproduction notes).
+            code read, whose targets never reach 1 (docs/results.md, Figure 2).
         download: try to download missing files.
     """
 
@@ -116,7 +116,7 @@ class MNISTDataModule(InMemoryDataModule):
     def train_transform(self) -> BatchTransform | None:
         return _bernoulli if self.binarize == "dynamic" else None
 
-    def val_dataloader(self):  # noqa: ANN201 - the loader type is TensorBatches
+    def val_dataloader(self) -> TensorBatches:
         return self._loader("validation")
 
     def _images(self, train: bool) -> Tensor:

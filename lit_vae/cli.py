@@ -1,31 +1,35 @@
-"""``python train.py`` / ``lit-vae``: LightningCLI with the paper's defaults.
+"""``python train.py``, ``python -m lit_vae`` and ``lit-vae``: LightningCLI with the paper's
+defaults. The composition root: the one module that puts models, data, callbacks and the run
+folder policy (``lit_vae.runs``) together.
 
 Runs go to ``runs/<data>_nz<latent_dim>/version_<n>/`` (TensorBoard events, ``config.yaml``,
 ``checkpoints/``). ``fit --ckpt_path last`` resumes the newest version of the run and keeps
-logging into its folder, so the curves continue where they stopped.
+logging into its folder, so the curves continue where they stopped. ``--config NAME`` takes a
+config shipped with the package (``mnist``, ``frey_face``, ``figure3_n1000``, ...) when no file
+of that name exists.
 """
 
 from __future__ import annotations
 
-import re
+import sys
+from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from callbacks.checkpoint import RunCheckpoint
-from callbacks.images import ImagesCallback, manifold_points
-from callbacks.lower_bound import LowerBoundCallback
-from callbacks.marginal_likelihood import MarginalLikelihoodCallback
-from datamodules.base import dataset_name
-from lit_vae.checkpoint_io import AtomicCheckpointIO
-from lit_vae.checkpoints import check_checkpoint, read_checkpoint
-from lit_vae.generative import GenerativeModel, NonFiniteError
+from lit_vae import runs
+from lit_vae.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint, RunState, check_checkpoint, read_checkpoint
+from lit_vae.callbacks.images import ImagesCallback, manifold_points
+from lit_vae.callbacks.lower_bound import LowerBoundCallback
+from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
+from lit_vae.generative import GenerativeModel
+from lit_vae.interfaces import NonFiniteError
 
 #: 10^7 training samples at M = 100: the right end of Figure 2.
 DEFAULT_MAX_STEPS = 100_000
@@ -59,28 +63,42 @@ class SaveConfigOnce(SaveConfigCallback):
 
 
 class VAECLI(LightningCLI):
+    """The paper's callbacks and defaults, run naming, ``--ckpt_path last``, and every check
+    that can refuse a run made before anything is written."""
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(LowerBoundCallback, "lower_bound")
         parser.add_lightning_class_args(MarginalLikelihoodCallback, "marginal_likelihood")
         parser.add_lightning_class_args(ImagesCallback, "images")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunState, "run_state")
         parser.add_lightning_class_args(TQDMProgressBar, "progress_bar")
         parser.set_defaults({
             "model": {"class_path": "lit_vae.VAE"},
-            "data": {"class_path": "datamodules.MNISTDataModule"},
+            "data": {"class_path": "lit_vae.datamodules.MNISTDataModule"},
             "checkpoint.save_last": True,
             "checkpoint.every_n_train_steps": 2_000,
-            # Refreshing the bar costs ~0.2 ms; every 50 steps that is well under 1%.
+            # A refresh costs a fraction of a millisecond: every 50 steps it is lost in the noise.
             "progress_bar.refresh_rate": 50,
         })
         parser.link_arguments("data", "model.init_args.input_dim", compute_fn=lambda data: data.input_dim, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.train_size", compute_fn=lambda data: data.train_size, apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then read a ``--ckpt_path`` file once, safely (``weights_only=True``), before
+        LightningCLI reads the model's hyperparameters from it: a file that cannot be read or that
+        would need arbitrary unpickling is refused here, with a message."""
+        super().parse_arguments(parser, args)
+        self.checkpoint: dict[str, Any] | None = None
+        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if path is not None and Path(path).is_file():
+            self.checkpoint = self._read(path)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         logger = logger_args(config.trainer.logger)
         if logger is not None and logger.get("name", "") is None:
-            logger.name = run_name(config)
+            logger.name = runs.run_name(config.data.class_path, config.model.class_path, config.model.init_args.latent_dim)
         # ModelCheckpoint saves its folder in each checkpoint and, on resume, forgets which file
         # is last.ckpt unless the folder is spelled the same: absolute paths, whatever the cwd.
         if logger is not None and logger.get("save_dir"):
@@ -88,68 +106,70 @@ class VAECLI(LightningCLI):
         if config.checkpoint.dirpath is not None:
             config.checkpoint.dirpath = str(Path(config.checkpoint.dirpath).resolve())
         if self.subcommand == "fit" and config.ckpt_path is not None:
-            config.ckpt_path = self._resume(config, logger)
-        elif self.subcommand == "fit":
-            self._refuse_used_version(logger)
-
-    def _refuse_used_version(self, logger: Namespace | None) -> None:
-        """A fresh fit told to log into an existing run folder (``--trainer.logger.init_args.version``)
-        would mix its curves and checkpoints with that run's: refuse before anything is written."""
-        if logger is None or logger.get("version") is None:
-            return
-        version = logger.version
-        folder = Path(logger.save_dir) / (logger.name or "") / (
-            version if isinstance(version, str) else f"version_{version}")
-        if folder.is_dir() and any(folder.iterdir()):
-            self.parser.error(
-                f"--trainer.logger.init_args.version: {folder} already holds a run. Continue it with "
-                "--ckpt_path last, or leave out the version to start a new one in the next version folder."
-            )
-
-    def _resume(self, config: Namespace, logger: Namespace | None) -> str:
-        """Resolve ``--ckpt_path last`` to the newest run's ``last.ckpt`` and log into that run."""
-        path = config.ckpt_path
-        if path == "last":
-            path = find_last_checkpoint(config, logger)
-        elif not Path(path).is_file():
-            self.parser.error(f"--ckpt_path: no checkpoint file at {path}")
-        # <save_dir>/<name>/version_<n>/checkpoints/<file>: keep logging into that run's folder.
-        run = Path(path).resolve().parent.parent
-        version = re.fullmatch(r"version_(\d+)", run.name)
-        if version and logger is not None and config.checkpoint.dirpath is None:
-            logger.save_dir = str(run.parent.parent)
-            logger.name = run.parent.name
-            logger.version = int(version.group(1))
-        return str(path)
-
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads the model's hyperparameters from a ``--ckpt_path`` file here; refuse
-        an unreadable file first, with a message instead of torch's internal error."""
-        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
-        if path is not None and Path(path).is_file():
+            self._resume(config, logger)
+        elif self.subcommand == "fit" and logger is not None and logger.get("version") is not None:
             try:
-                read_checkpoint(path)
+                runs.refuse_used_version(runs.version_folder(logger.save_dir, logger.name, logger.version))
             except ValueError as error:
-                self.parser.error(f"--ckpt_path: {error}")
-        super()._parse_ckpt_path()
+                self.parser.error(str(error))
+
+    def _resume(self, config: Namespace, logger: Namespace | None) -> None:
+        """Resolve ``--ckpt_path last`` to the newest run's ``last.ckpt``, log into that run's
+        folder, and start the new event file with a purge mark at the checkpoint."""
+        if config.ckpt_path == "last":
+            try:
+                path = self._find_last(config, logger)
+            except FileNotFoundError as error:
+                self.parser.error(str(error))
+            config.ckpt_path = str(path)
+            self.checkpoint = self._read(path)
+        elif self.checkpoint is None:
+            self.parser.error(f"--ckpt_path: no checkpoint file at {config.ckpt_path}")
+        if logger is None:
+            return
+        run = runs.run_of_checkpoint(config.ckpt_path)
+        if run is not None and config.checkpoint.dirpath is None:
+            logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
+        if "purge_step" in logger:  # TensorBoardLogger's (its SummaryWriter's) argument
+            logger.purge_step = runs.purge_step(self.checkpoint)
+
+    @staticmethod
+    def _find_last(config: Namespace, logger: Namespace | None) -> Path:
+        if config.checkpoint.dirpath is not None:
+            path = Path(config.checkpoint.dirpath) / runs.LAST
+            if not path.is_file():
+                raise FileNotFoundError(f"--ckpt_path last: no {path}. Nothing to resume: start a fresh run without --ckpt_path.")
+            return path
+        if logger is None:
+            raise FileNotFoundError("--ckpt_path last needs a logger or --checkpoint.dirpath to know where the run is")
+        return runs.newest_last_checkpoint(Path(logger.get("save_dir", ".")) / (logger.get("name") or ""))
+
+    def _read(self, path: str | Path) -> dict[str, Any]:
+        try:
+            return read_checkpoint(path)
+        except ValueError as error:
+            self.parser.error(f"--ckpt_path: {error}")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:  # argument checks in the constructors: say which, no traceback
+            self.parser.error(str(error))
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            strategy.checkpoint_io = AtomicCheckpointIO()
+        if self.checkpoint is not None and isinstance(strategy.checkpoint_io, AtomicCheckpointIO):
+            strategy.checkpoint_io.preload(self.config[self.subcommand].ckpt_path, self.checkpoint)
 
     def before_fit(self) -> None:
-        """Refuse a bad ``--ckpt_path``, a model that cannot run on this many processes, or picture
-        settings that do not fit the model, before the trainer writes anything (logs, config,
-        checkpoints)."""
-        path = self.config[self.subcommand].ckpt_path
-        # "best", "last" (outside fit) and the like are names Lightning resolves itself.
-        if path is not None and Path(path).is_file():
+        """Refuse a checkpoint of another model, a model that cannot run on this many processes,
+        or picture settings that do not fit the model, before the trainer writes anything (logs,
+        config, checkpoints)."""
+        if self.checkpoint is not None:
             try:
-                checkpoint = check_checkpoint(path, self.model)
+                check_checkpoint(self.checkpoint, self.config[self.subcommand].ckpt_path, self.model)
             except ValueError as error:
                 self.parser.error(f"--ckpt_path: {error}")
-            if self.subcommand == "fit":
-                for logger in self.trainer.loggers:
-                    if isinstance(logger, TensorBoardLogger):
-                        # The new event file starts with a purge mark: TensorBoard hides what a
-                        # killed run logged after this checkpoint, which the resume logs again.
-                        logger._kwargs["purge_step"] = checkpoint.get("samples_evaluated", 0) + 1
         try:
             self.model.check_world_size(self.trainer.world_size)
         except ValueError as error:
@@ -157,28 +177,11 @@ class VAECLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, ImagesCallback):
                 try:
-                    manifold_points(callback.manifold_size, self.model.hparams.latent_dim, callback.manifold_dims)
+                    manifold_points(callback.manifold_size, self.model.latent_dim, callback.manifold_dims)
                 except ValueError as error:
                     self.parser.error(f"--images.{error}")
 
     before_validate = before_test = before_predict = before_fit
-
-    def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except ValueError as error:  # argument checks in the constructors: say which, no traceback
-            self.parser.error(str(error))
-        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
-            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-
-
-def run_name(config: Namespace) -> str:
-    """``<data>_nz<latent_dim>`` for AEVB, e.g. ``mnist_nz20``; a baseline's name follows, e.g.
-    ``mnist_nz20_wake_sleep``."""
-    name = dataset_name(config.data.class_path).lower().replace(" ", "_")
-    method = config.model.class_path.rpartition(".")[2]
-    suffix = "" if method == "VAE" else "_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", method).lower()
-    return f"{name}_nz{config.model.init_args.latent_dim}{suffix}"
 
 
 def logger_args(logger: object) -> Namespace | None:
@@ -187,26 +190,21 @@ def logger_args(logger: object) -> Namespace | None:
     return logger.init_args if isinstance(logger, Namespace) and "init_args" in logger else None
 
 
-def find_last_checkpoint(config: Namespace, logger: Namespace | None) -> Path:
-    """``last.ckpt`` of the newest version of this run (or in ``--checkpoint.dirpath``);
-    ``logger`` is the logger's ``init_args`` (:func:`logger_args`)."""
-    if config.checkpoint.dirpath is not None:
-        candidates = [Path(config.checkpoint.dirpath) / "last.ckpt"]
-        where = str(config.checkpoint.dirpath)
-    elif logger is not None:
-        root = Path(logger.get("save_dir", ".")) / (logger.get("name") or "")
-        versions = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: int(p.parent.parent.name[8:]))
-        candidates = versions[::-1]
-        where = f"{root}/version_*/checkpoints"
-    else:
-        raise SystemExit("--ckpt_path last needs a logger or --checkpoint.dirpath to know where the run is")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(
-        f"--ckpt_path last: no last.ckpt in {where}. Nothing to resume: start a fresh run without "
-        "--ckpt_path, or give a checkpoint file with --ckpt_path PATH."
-    )
+def shipped_configs(args: list[str]) -> list[str]:
+    """``args`` with each ``--config NAME`` that names no file but a config shipped with the
+    package (``mnist`` or ``mnist.yaml``) replaced by that config's path."""
+    shipped = files("lit_vae.configs")
+    resolved, previous = [], None
+    for arg in args:
+        key, eq, value = arg.partition("=") if arg.startswith("--config=") else (previous, "", arg)
+        if key == "--config" and not Path(value).exists():
+            candidate = shipped / (value if value.endswith(".yaml") else f"{value}.yaml")
+            if candidate.is_file():
+                value = str(candidate)
+            arg = f"--config={value}" if eq else value
+        resolved.append(arg)
+        previous = arg
+    return resolved
 
 
 def cli(args: list[str] | None = None) -> VAECLI:
@@ -217,12 +215,13 @@ def cli(args: list[str] | None = None) -> VAECLI:
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_callback=SaveConfigOnce,
-        args=args,
+        args=None if args is None else shipped_configs(args),
     )
 
 
 def main() -> None:
-    """Entry point of ``train.py`` and the ``lit-vae`` console script."""
+    """Entry point of ``train.py``, ``python -m lit_vae`` and the ``lit-vae`` console script."""
+    sys.argv[1:] = shipped_configs(sys.argv[1:])
     try:
         cli()
     except NonFiniteError as error:  # a numerical stop, explained in one line: no traceback

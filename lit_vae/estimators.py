@@ -1,14 +1,14 @@
 """The SGVB estimators of the variational lower bound (Section 2.3 of Kingma & Welling, 2013).
 
 Every function here is a pure tensor kernel: noise ``eps`` is drawn by the caller, so the same
-code runs eagerly, under ``torch.compile``, and inside the marginal-likelihood estimators.
+code serves training, evaluation with fixed noise, and the marginal-likelihood estimators.
 Shapes: ``x`` is ``[B, D]``, ``mu`` and ``logvar`` are ``[B, Nz]``, ``eps`` is ``[L, B, Nz]``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -61,9 +61,11 @@ def sgvb_a(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: L
 
 
 def sgvb_b(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:
-    """SGVB estimator L^B (Eq. 7) with the KL term in closed form, per datapoint.
+    """SGVB estimator L^B (Eq. 7) per datapoint, with its KL term in the closed form of Eq. 10
+    (Appendix B) for a Gaussian q(z|x) and the prior N(0, I):
 
-    L^B = -D_KL(q(z|x) || p(z)) + 1/L sum_l log p(x|z_l).
+    L^B = -D_KL(q(z|x) || p(z)) + 1/L sum_l log p(x|z_l),  z_l = mu + sigma * eps_l,
+    -D_KL = 1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
     """
     z = reparameterize(mu, logvar, eps)
     return log_likelihood(x, z).mean(0) - kl_to_standard_normal(mu, logvar)

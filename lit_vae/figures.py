@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from datamodules.base import dataset_name
 from lit_vae.events import read_scalars
+from lit_vae.runs import dataset_name
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.csv")
 

@@ -9,8 +9,8 @@ Hoffman & Gelman 2014, Algorithm 5) toward a target acceptance rate (0.9 in the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -37,7 +37,9 @@ def value_and_grad(log_prob: LogProb, z: Tensor) -> tuple[Tensor, Tensor]:
     return value.detach(), grad
 
 
-def leapfrog(log_prob: LogProb, z: Tensor, r: Tensor, grad: Tensor, step_size: Tensor, num_steps: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def leapfrog(
+    log_prob: LogProb, z: Tensor, r: Tensor, grad: Tensor, step_size: Tensor, num_steps: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``num_steps`` leapfrog steps of the Hamiltonian -log_prob(z) + |r|^2 / 2.
 
     ``grad`` is the gradient at ``z`` (reused from the previous trajectory), ``step_size`` is

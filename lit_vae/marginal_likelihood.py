@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Protocol
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from lit_vae.appendix_d import APPENDIX_D, AppendixD
 from lit_vae.estimators import LOG_2PI, reparameterize, reparameterized_log_density
 from lit_vae.hmc import hmc
+from lit_vae.interfaces import RecognitionModel
 
 #: ``log_joint(x, z) -> log p(x, z)`` for ``z`` of shape ``[..., B, Nz]`` (``VAE.log_joint``).
 LogJoint = Callable[[Tensor, Tensor], Tensor]
+#: ``prior_sample(n, generator) -> z``, ``[n, Nz]`` draws from p(z) (``GenerativeModel.prior_sample``).
+PriorSample = Callable[[int, "torch.Generator | None"], Tensor]
 
 #: Bandwidth multipliers tried around Scott's rule n^(-1/(D+4)).
 _BANDWIDTHS = torch.logspace(math.log10(0.2), math.log10(3.0), 15).tolist()
-
-
-class LatentVariableModel(Protocol):
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
-    def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...
 
 
 def hmc_log_marginal(
@@ -37,21 +36,18 @@ def hmc_log_marginal(
     x: Tensor,
     latent_dim: int,
     *,
-    num_samples: int = 50,
-    num_leapfrog: int = 4,
-    burn_in: int = 50,
-    target_accept: float = 0.9,
+    settings: AppendixD = APPENDIX_D,
     init: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """log p(x) per datapoint by the estimator of Appendix D; returns ``[B]``.
 
-    Choices the paper leaves open, made here:
+    Choices the paper leaves open, made here (``settings`` holds the numbers, the paper's by
+    default):
 
     - One HMC chain per datapoint, started at ``init`` (e.g. the encoder's mean; default z = 0),
-      ``burn_in`` iterations (default 50) that adapt each chain's step size toward
-      ``target_accept`` and are discarded, then ``num_samples`` (50) iterations of
-      ``num_leapfrog`` (4) leapfrog steps, as in the paper.
+      ``burn_in`` iterations that adapt each chain's step size toward ``target_accept`` and are
+      discarded, then ``num_samples`` iterations of ``num_leapfrog`` leapfrog steps.
     - Split: the first half of the samples fits q(z); the second half ("new values from the
       posterior") evaluates log p(x) ~= -log (1/L sum_l q(z_l) / p(x, z_l)).
     - q(z): a Gaussian kernel density estimate or a full-covariance Gaussian, whichever (and
@@ -67,11 +63,10 @@ def hmc_log_marginal(
             "unreliable from 5 latent dimensions on; importance_log_marginal is a check that scales.",
             stacklevel=2,
         )
-    if num_samples < 4:
-        raise ValueError(f"num_samples must be at least 4 (half to fit q, half to evaluate), got {num_samples}")
+    num_samples = settings.num_samples
     start = torch.zeros(x.shape[0], latent_dim, dtype=x.dtype, device=x.device) if init is None else init
-    result = hmc(lambda z: log_joint(x, z), start, num_samples=num_samples, num_leapfrog=num_leapfrog,
-                 burn_in=burn_in, target_accept=target_accept, generator=generator)
+    result = hmc(lambda z: log_joint(x, z), start, num_samples=num_samples, num_leapfrog=settings.num_leapfrog,
+                 burn_in=settings.burn_in, target_accept=settings.target_accept, generator=generator)
     samples = result.samples.transpose(0, 1)  # [B, S, D]
     fit, evaluate = samples[:, : num_samples // 2], samples[:, num_samples // 2 :]
     log_q = fit_density(fit)(evaluate)  # [B, L]
@@ -81,18 +76,17 @@ def hmc_log_marginal(
 
 @torch.no_grad()
 def prior_search(
-    log_joint: LogJoint, x: Tensor, latent_dim: int, num_draws: int = 1000, *, chunk_size: int = 25,
-    generator: torch.Generator | None = None,
+    log_joint: LogJoint, prior_sample: PriorSample, x: Tensor, num_draws: int = APPENDIX_D.prior_draws, *,
+    chunk_size: int = 25, generator: torch.Generator | None = None,
 ) -> Tensor:
     """Starting points for the HMC chains of a model without an encoder (``MCEM``): for each
     datapoint, the draw with the highest log p(x, z) among ``num_draws`` draws z ~ p(z) shared by
     all datapoints; ``[B, Nz]``.
 
-    Chains started at z = 0 can spend the whole burn-in far from a narrow posterior: on the
-    Figure 3 MCEM model at 7 x 10^6 samples, started at 0 the estimate was 21 nats below the
-    one started from MCEM's own chains, and 2 nats below it started here.
+    Chains started at z = 0 can spend the whole burn-in far from a narrow posterior, and read
+    far too low on a model whose posteriors are narrow (docs/results.md, Figure 3).
     """
-    z = torch.randn((num_draws, 1, latent_dim), generator=generator, dtype=x.dtype, device=x.device)
+    z = prior_sample(num_draws, generator)[:, None, :]
     best = [z[log_joint(chunk, z.expand(-1, len(chunk), -1)).argmax(0), 0] for chunk in x.split(chunk_size)]
     return torch.cat(best)
 
@@ -159,9 +153,9 @@ class _Whitened:
 
 @torch.no_grad()
 def importance_log_marginal(
-    model: LatentVariableModel,
+    model: RecognitionModel,
     x: Tensor,
-    num_samples: int = 5000,
+    num_samples: int = APPENDIX_D.importance_samples,
     *,
     chunk_size: int = 250,
     generator: torch.Generator | None = None,

@@ -85,10 +85,10 @@ class GaussianMLPDecoder(nn.Module):
     a squared error above 1, so a variance above 1 never raises the likelihood; and a standard
     deviation below one grey level (1/256) only fits the 8-bit quantisation of the data, on
     which a continuous density grows without bound as sigma -> 0. Beyond these values the term
-    (x - mu)^2 / sigma^2 makes gradients so large that they swamp Adagrad's accumulated squares:
-    Frey Face at step size 0.1 had a test bound of -1,149 nats after 10^6 samples unbounded,
-    519 bounded (README, "Numerical safety"). At initialisation (W5 h + b5 near 0) the clamp puts
-    the log-variance at about -log 2 (variance 1/2), not 0.
+    (x - mu)^2 / sigma^2 makes gradients so large that they swamp Adagrad's accumulated squares
+    and a run crawls for millions of samples (docs/results.md measures it at step size 0.1).
+    At initialisation (W5 h + b5 near 0) the clamp puts the log-variance at about -log 2
+    (variance 1/2), not 0.
 
     ``forward`` returns ``(mean, logvar)``, both per pixel.
     """

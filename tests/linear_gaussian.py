@@ -22,6 +22,9 @@ class LinearGaussian:
         z = torch.randn(n, self.latent_dim, generator=g, dtype=torch.float64)
         return z @ self.W.T + self.b + self.sigma * torch.randn(n, len(self.b), generator=g, dtype=torch.float64)
 
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator, dtype=torch.float64)
+
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         mean = z @ self.W.T + self.b
         return Normal(mean, self.sigma).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(z).sum(-1)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.base import InMemoryDataModule
 from lit_vae.baselines import MCEM, WakeSleep
+from lit_vae.datamodules.base import InMemoryDataModule
 from lit_vae.events import read_scalars
 from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPDecoder
+from tests.helpers import fit, parameters
 from tests.linear_gaussian import LinearGaussian
-from tests.test_training import fit, parameters
 
 
 class LinearGaussianDecoder(nn.Module):
@@ -152,7 +152,7 @@ class TestMCEM:
         index = torch.arange(n)
         start = model.chains.clone()
         for _ in range(40):
-            z, accept = model.e_step(x, index, g)
+            z, _ = model.e_step(x, index, g)
         # standardised by the exact posterior, the chains are N(0, I)
         u = torch.linalg.solve_triangular(chol, (z - mean).T, upper=False).T
         torch.testing.assert_close(u.mean(0), torch.zeros(2, dtype=torch.float64), atol=0.06, rtol=0)
@@ -203,6 +203,7 @@ class TestLinearGaussian:
         assert after > before + 0.5 * (best - before), (before, after, best)
 
 
+@pytest.mark.slow
 class TestCommandLine:
     def test_wake_sleep_logs_the_lower_bound_curves(self, tmp_path, data_dir):
         fit(tmp_path, data_dir, "--model.init_args.hidden_dim=50", "--data.init_args.train_size=10000",
@@ -217,8 +218,8 @@ class TestCommandLine:
     def test_mcem_logs_the_marginal_likelihood_and_resumes_exactly(self, tmp_path, data_dir):
         args = ("--trainer.max_steps=250", "--model.init_args.hidden_dim=20", "--model.init_args.adagrad_warmup_batches=0",
                 "--checkpoint.every_n_train_steps=50", "--marginal_likelihood.start=2000",
-                "--marginal_likelihood.num_datapoints=20", "--marginal_likelihood.num_samples=20",
-                "--marginal_likelihood.burn_in=20")
+                "--marginal_likelihood.settings.num_datapoints=20", "--marginal_likelihood.settings.num_samples=20",
+                "--marginal_likelihood.settings.burn_in=20")
         fit(tmp_path / "whole", data_dir, *args, config="figure3_n1000_mcem.yaml")
         fit(tmp_path / "parts", data_dir, *args[1:], "--trainer.max_steps=100", config="figure3_n1000_mcem.yaml")
         fit(tmp_path / "parts", data_dir, *args, "--ckpt_path=last", config="figure3_n1000_mcem.yaml")

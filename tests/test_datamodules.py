@@ -8,8 +8,7 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from datamodules import CorruptDataError, DataNotFoundError, FreyFaceDataModule, MNISTDataModule, TensorBatches
-from datamodules import frey_face, mnist
+from lit_vae.datamodules import CorruptDataError, DataNotFoundError, FreyFaceDataModule, MNISTDataModule, TensorBatches, frey_face, mnist
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -45,19 +44,19 @@ class TestMNIST:
         train = dm.splits["train"]
         assert set(train.unique().tolist()) == {0.0, 1.0}
         assert abs(train.mean() - mnist_data.splits["train"].mean()) < 1e-3  # Bernoulli(grey level)
-        assert next(iter(dm.train_dataloader())).unique().tolist() == [0.0, 1.0]
+        assert next(iter(dm.train_dataloader())).x.unique().tolist() == [0.0, 1.0]
 
     def test_dynamic_binarisation_resamples_training_batches_only(self, data_dir):
         dm = MNISTDataModule(data_dir=str(data_dir), binarize="dynamic", train_size=2_000, batch_size=2_000, download=False, seed=0)
         dm.setup()
         loader = dm.train_dataloader()
-        first, second = next(iter(loader)), next(iter(loader))  # two epochs, same images
+        first, second = next(iter(loader)).x, next(iter(loader)).x  # two epochs, same images
         assert set(first.unique().tolist()) == {0.0, 1.0}
         assert (first.sum() - second.sum()).abs() < 0.01 * first.sum()  # same images ...
         assert not torch.equal(first.sort(0).values, second.sort(0).values)  # ... sampled afresh
         test = dm.splits["test"]
         assert set(test.unique().tolist()) == {0.0, 1.0}
-        assert torch.equal(next(iter(dm.test_dataloader())), next(iter(dm.test_dataloader())))
+        assert torch.equal(next(iter(dm.test_dataloader())).x, next(iter(dm.test_dataloader())).x)
 
     def test_paper_era_pixel_divisor(self, data_dir, mnist_data):
         dm = MNISTDataModule(data_dir=str(data_dir), pixel_divisor=256, download=False)
@@ -171,17 +170,22 @@ class TestFreyFace:
         assert _snapshot(tmp_path) == before
 
 
+def points(batches) -> torch.Tensor:
+    """The datapoints of ``batches`` (an iterable of ``Batch``), concatenated."""
+    return torch.cat([batch.x for batch in batches])
+
+
 class TestTensorBatches:
-    data = torch.arange(1050.0)[:, None]
+    data = torch.arange(1050.0)[:, None]  # row i holds the value i
 
     def test_every_datapoint_once_per_epoch_in_a_new_order(self):
         loader = TensorBatches(self.data, 100, shuffle=True, seed=3)
-        epochs = [torch.cat(list(loader)) for _ in range(2)]
-        assert len(loader) == 11 and [len(b) for b in loader][-1] == 50
+        epochs = [points(loader) for _ in range(2)]
+        assert len(loader) == 11 and [len(b.x) for b in loader][-1] == 50
         for epoch in epochs:
             assert torch.equal(epoch.sort(0).values, self.data)
         assert not torch.equal(epochs[0], epochs[1])
-        assert torch.equal(torch.cat(list(TensorBatches(self.data, 100, shuffle=True, seed=3))), epochs[0])
+        assert torch.equal(points(TensorBatches(self.data, 100, shuffle=True, seed=3)), epochs[0])
 
     def test_resume_mid_epoch(self):
         loader = TensorBatches(self.data, 100, shuffle=True, seed=3)
@@ -190,21 +194,27 @@ class TestTensorBatches:
         resumed = TensorBatches(self.data, 100, shuffle=True, seed=3)
         resumed.load_state_dict(loader.state_dict())
         uninterrupted = list(TensorBatches(self.data, 100, shuffle=True, seed=3))
-        assert torch.equal(torch.cat(seen + list(resumed)), torch.cat(uninterrupted))
+        assert torch.equal(points(seen + list(resumed)), points(uninterrupted))
         assert resumed.state_dict() == {"epoch": 1, "position": 0}
 
     def test_shards_are_disjoint_and_even(self):
         shards = [TensorBatches(self.data, 100, shuffle=True, seed=3, rank=r, world_size=4, even_shards=True) for r in range(4)]
-        parts = [torch.cat(list(s)) for s in shards]
+        parts = [points(s) for s in shards]
         assert {len(p) for p in parts} == {1050 // 4} and len({len(s) for s in shards}) == 1
         assert torch.unique(torch.cat(parts)).numel() == 4 * (1050 // 4)
 
     def test_evaluation_shards_cover_everything(self):
-        parts = [torch.cat(list(TensorBatches(self.data, 100, shuffle=False, rank=r, world_size=3))) for r in range(3)]
+        parts = [points(TensorBatches(self.data, 100, shuffle=False, rank=r, world_size=3)) for r in range(3)]
         assert torch.equal(torch.cat(parts).sort(0).values, self.data)
+
+    @pytest.mark.parametrize("options", [dict(shuffle=True, seed=3), dict(shuffle=True, seed=3, rank=1, world_size=2, even_shards=True),
+                                         dict(shuffle=False), dict(shuffle=False, rank=2, world_size=3)])
+    def test_each_batch_carries_the_rows_of_its_datapoints(self, options):
+        batches = list(TensorBatches(self.data, 100, **options))
+        assert all(torch.equal(batch.x[:, 0], batch.index.float()) for batch in batches)
 
     def test_evaluation_cut_short_does_not_shorten_the_next(self):
         loader = TensorBatches(self.data, 100, shuffle=False)
         iterator = iter(loader)
         next(iterator), next(iterator)  # what the sanity check does
-        assert torch.equal(torch.cat(list(loader)), self.data)
+        assert torch.equal(points(loader), self.data)

@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 
+from lit_vae.appendix_d import AppendixD
 from lit_vae.hmc import hmc
 from lit_vae.marginal_likelihood import fit_density, hmc_log_marginal, importance_log_marginal, prior_search
 from tests.linear_gaussian import LinearGaussian
@@ -68,7 +69,8 @@ class TestMarginalLikelihood:
         the paper's 50, 25 autocorrelated samples fit q and the error is ~0.2 nats here.)"""
         model = LinearGaussian(latent_dim)
         x = model.sample(200)
-        estimate = hmc_log_marginal(model.log_joint, x, latent_dim, num_samples=1000, generator=torch.Generator().manual_seed(0))
+        estimate = hmc_log_marginal(model.log_joint, x, latent_dim, settings=AppendixD(num_samples=1000),
+                                    generator=torch.Generator().manual_seed(0))
         exact = model.exact_log_marginal(x)
         assert abs((estimate - exact).mean().item()) < 0.1
 
@@ -94,10 +96,10 @@ class TestMarginalLikelihood:
     def test_warns_from_five_latent_dimensions(self):
         model = LinearGaussian(5)
         with pytest.warns(UserWarning, match="latent_dim=5"):
-            hmc_log_marginal(model.log_joint, model.sample(2), 5, num_samples=8, burn_in=2)
+            hmc_log_marginal(model.log_joint, model.sample(2), 5, settings=AppendixD(num_samples=8, burn_in=2))
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            hmc_log_marginal(LinearGaussian(3).log_joint, model.sample(2)[:, :8], 3, num_samples=8, burn_in=2)
+            hmc_log_marginal(LinearGaussian(3).log_joint, model.sample(2)[:, :8], 3, settings=AppendixD(num_samples=8, burn_in=2))
 
 
 class TestPriorSearch:
@@ -105,7 +107,8 @@ class TestPriorSearch:
 
     def test_picks_the_most_probable_draw_for_each_datapoint(self):
         x = self.model.sample(60, seed=2)
-        start = prior_search(self.model.log_joint, x, 2, num_draws=300, chunk_size=7, generator=torch.Generator().manual_seed(3))
+        start = prior_search(self.model.log_joint, self.model.prior_sample, x, num_draws=300, chunk_size=7,
+                             generator=torch.Generator().manual_seed(3))
         draws = torch.randn(300, 1, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
         scores = torch.stack([self.model.log_joint(x, z.expand(60, 2)) for z in draws[:, 0]])  # [K, B]
         torch.testing.assert_close(start, draws[scores.argmax(0), 0])
@@ -113,7 +116,7 @@ class TestPriorSearch:
     def test_starts_near_the_posterior_mode(self):
         x = self.model.sample(200, seed=5)
         mode, cov = self.model.posterior(x)
-        start = prior_search(self.model.log_joint, x, 2, num_draws=2000, generator=torch.Generator().manual_seed(0))
+        start = prior_search(self.model.log_joint, self.model.prior_sample, x, num_draws=2000, generator=torch.Generator().manual_seed(0))
         # within a posterior standard deviation of the mode, in the posterior's own metric
         distance = torch.linalg.solve_triangular(torch.linalg.cholesky(cov), (start - mode).T, upper=False).T.norm(dim=-1)
         assert distance.median() < 1.0

@@ -3,15 +3,18 @@
 import pytest
 import torch
 
-from callbacks import MarginalLikelihoodCallback
+from lit_vae.callbacks import MarginalLikelihoodCallback
 from lit_vae.events import read_scalars
-from tests.test_training import evaluate, fit, parameters
+from tests.helpers import evaluate, fit, parameters
+
+# Whole runs through the CLI: the slow tier (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
 
 FAST = (
     "--model.init_args.hidden_dim=50", "--trainer.max_steps=30", "--model.init_args.adagrad_warmup_batches=0",
-    "--marginal_likelihood.start=1000", "--marginal_likelihood.num_datapoints=40",
-    "--marginal_likelihood.num_samples=20", "--marginal_likelihood.burn_in=20",
-    "--marginal_likelihood.importance_samples=50", "--marginal_likelihood.chunk_size=20",
+    "--marginal_likelihood.start=1000", "--marginal_likelihood.settings.num_datapoints=40",
+    "--marginal_likelihood.settings.num_samples=20", "--marginal_likelihood.settings.burn_in=20",
+    "--marginal_likelihood.settings.importance_samples=50", "--marginal_likelihood.chunk_size=20",
 )
 
 
@@ -51,7 +54,7 @@ class TestDuringFit:
 class TestOnTest:
     def test_reports_both_estimates_above_the_lower_bound(self, runs, tmp_path, data_dir):
         result = evaluate(tmp_path, data_dir, runs[1] / "checkpoints" / "last.ckpt",
-                          "--marginal_likelihood.num_datapoints=100", "--marginal_likelihood.importance_samples=200",
+                          "--marginal_likelihood.settings.num_datapoints=100", "--marginal_likelihood.settings.importance_samples=200",
                           config="figure3_n1000.yaml")
         assert "lower_bound/test" in result.trainer.callback_metrics
         scalars = read_scalars(tmp_path)

@@ -1,40 +1,21 @@
 """``python train.py`` end to end on the real data sets: learning, logging, resuming, errors."""
 
+import itertools
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from callbacks import LogSpacedSchedule
 from lit_vae import VAE
 from lit_vae.cli import cli
 from lit_vae.events import read_scalars
-from tests.conftest import REPO
+from tests.helpers import REPO, evaluate, fit, parameters
 
-
-def fit(tmp_path, data_dir, *args, config="mnist.yaml"):
-    return cli([
-        "fit", "--config", str(REPO / "configs" / config),
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-        f"--data.init_args.data_dir={data_dir}",
-        "--progress_bar.refresh_rate=0", "--trainer.enable_model_summary=false",
-        *args,
-    ])
-
-
-def evaluate(save_dir, data_dir, checkpoint, *args, config="mnist.yaml"):
-    """``train.py test`` of ``checkpoint``, logging under ``save_dir``."""
-    return cli([
-        "test", "--config", str(REPO / "configs" / config), f"--data.init_args.data_dir={data_dir}",
-        f"--trainer.logger.init_args.save_dir={save_dir}", "--progress_bar.refresh_rate=0",
-        f"--ckpt_path={checkpoint}", *args,
-    ])
-
-
-def parameters(checkpoint):
-    return torch.load(checkpoint, weights_only=False)["state_dict"]
+# Whole runs through the CLI: the slow tier (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +34,7 @@ class TestFit:
         warmup = [value for step, value in test if step <= 10_000]
         after = [value for step, value in test if step >= 10_000]
         assert len(warmup) > 2 and len(set(warmup)) == 1
-        assert all(b > a for a, b in zip(after, after[1:]))
+        assert all(b > a for a, b in itertools.pairwise(after))
 
     def test_frey_face_lower_bound_rises(self, tmp_path, data_dir):
         fit(tmp_path, data_dir, "--trainer.max_steps=400", config="frey_face.yaml")
@@ -64,11 +45,8 @@ class TestFit:
     def test_events_step_is_samples_evaluated(self, mnist_run):
         scalars = read_scalars(mnist_run)
         assert scalars["lower_bound/train"][0][0] == 50_000  # the end of the first epoch
-        schedule = LogSpacedSchedule()
-        expected, n = [], 0
-        while (n := schedule.next_after(n)) <= 60_000:
-            expected.append(max(n, 100))  # points before the first step are taken at the first step
-        expected = sorted(set(expected)) + [60_000]  # ... and the end of training
+        # 1, 2, 5, 10, 20 and 50 samples fall in the first step (100 samples); 60,000 is the end.
+        expected = [100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 60_000]
         assert [step for step, _ in scalars["lower_bound/test"]] == expected
         assert "lower_bound/validation" not in scalars  # every 10 epochs: not yet
 
@@ -85,7 +63,7 @@ class TestFit:
 
     def test_test_subcommand_reproduces_the_final_test_bound(self, mnist_run, tmp_path, data_dir):
         result = evaluate(tmp_path, data_dir, mnist_run / "checkpoints" / "last.ckpt",
-                          "--marginal_likelihood.num_datapoints=10", "--marginal_likelihood.importance_samples=10")
+                          "--marginal_likelihood.settings.num_datapoints=10", "--marginal_likelihood.settings.importance_samples=10")
         final = read_scalars(mnist_run)["lower_bound/test"][-1]
         assert result.trainer.callback_metrics["lower_bound/test"].item() == pytest.approx(final[1], abs=1e-3)
         assert read_scalars(tmp_path)["lower_bound/test"] == [(final[0], pytest.approx(final[1], abs=1e-3))]
@@ -100,7 +78,7 @@ class TestResume:
         fit(tmp_path / "whole", data_dir, *self.ARGS, "--trainer.max_steps=700")
         fit(tmp_path / "parts", data_dir, *self.ARGS, f"--trainer.max_steps={stop}")
         last = tmp_path / "parts" / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt"
-        assert torch.load(last, weights_only=False)["global_step"] == stop  # the final state, also off the every-100 grid
+        assert torch.load(last, weights_only=True)["global_step"] == stop  # the final state, also off the every-100 grid
         fit(tmp_path / "parts", data_dir, *self.ARGS, "--trainer.max_steps=700", "--ckpt_path=last")
         whole = tmp_path / "whole" / "runs" / "mnist_nz20" / "version_0"
         parts = tmp_path / "parts" / "runs" / "mnist_nz20"
@@ -127,7 +105,7 @@ class TestResume:
              "--ckpt_path=last"])
         folder = tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints"
         assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=200.ckpt", "last.ckpt"]
-        assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 200
+        assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 200
 
     def test_resume_from_a_file_logs_into_its_run(self, tmp_path, data_dir):
         fit(tmp_path, data_dir, *self.ARGS, "--trainer.max_steps=50")
@@ -137,9 +115,10 @@ class TestResume:
         assert not (tmp_path / "elsewhere" / "runs").exists()
         assert read_scalars(checkpoint.parent.parent)["lower_bound/test"][-1][0] == 6000
 
-    def test_nothing_to_resume_is_a_clear_error(self, tmp_path, data_dir):
-        with pytest.raises(SystemExit, match="no last.ckpt in .*mnist_nz20/version_\\*/checkpoints"):
+    def test_nothing_to_resume_is_a_clear_error(self, tmp_path, data_dir, capsys):
+        with pytest.raises(SystemExit):
             fit(tmp_path, data_dir, "--ckpt_path=last")
+        assert re.search(r"no last.ckpt in .*mnist_nz20/version_\*/checkpoints", capsys.readouterr().err)
         assert not (tmp_path / "runs").exists()
 
 
@@ -208,8 +187,8 @@ class TestDistributed:
              "--trainer.max_steps=300", "--model.init_args.hidden_dim=50", "--progress_bar.refresh_rate=0",
              # the marginal likelihood too, its points sharded over the ranks
              "--model.init_args.latent_dim=3", "--marginal_likelihood.during_fit=true", "--marginal_likelihood.start=50000",
-             "--marginal_likelihood.num_datapoints=41", "--marginal_likelihood.importance_samples=20",
-             "--marginal_likelihood.num_samples=20", "--marginal_likelihood.burn_in=10"],
+             "--marginal_likelihood.settings.num_datapoints=41", "--marginal_likelihood.settings.importance_samples=20",
+             "--marginal_likelihood.settings.num_samples=20", "--marginal_likelihood.settings.burn_in=10"],
             cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         assert result.returncode == 0, result.stderr[-3000:]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from datamodules.batches import TensorBatches
+from lit_vae.datamodules.batches import Batch
 from lit_vae.generative import TRAIN_STREAM, GenerativeModel, check_positive
 from lit_vae.hmc import hmc
-from lit_vae.networks import DECODERS
 
 
 class MCEM(GenerativeModel):
@@ -43,43 +42,35 @@ class MCEM(GenerativeModel):
     likelihood (Appendix D) only. Its chains live in one process, so it runs on one device.
 
     Args:
+        latent_dim, hidden_dim, train_size: as for every model, with Figure 3's values as defaults.
         num_leapfrog: leapfrog steps in each E-step trajectory.
         target_accept: acceptance rate the step sizes are adapted toward.
         initial_step_size: every chain's leapfrog step size before adaptation.
         step_size_gain: gain of the step-size adaptation.
         updates_per_batch: M-step updates of theta on each minibatch's posterior sample.
-        Others: as in ``VAE``.
+        **kwargs: the generative model's other arguments (:class:`~lit_vae.generative.GenerativeModel`).
     """
 
     def __init__(
         self,
-        input_dim: int = 784,
         latent_dim: int = 3,
         hidden_dim: int = 100,
-        likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
-        learning_rate: float = 0.02,
-        adagrad_warmup_batches: int = 100,
         train_size: int = 1_000,
-        parameter_prior: bool = True,
-        init_std: float = 0.01,
         num_leapfrog: int = 10,
         target_accept: float = 0.9,
         initial_step_size: float = 0.1,
         step_size_gain: float = 0.05,
         updates_per_batch: int = 5,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(input_dim, latent_dim, hidden_dim, likelihood, learning_rate, adagrad_warmup_batches,
-                         train_size, init_std)
         check_positive(num_leapfrog=num_leapfrog, initial_step_size=initial_step_size,
                        step_size_gain=step_size_gain, updates_per_batch=updates_per_batch)
         if not 0 < target_accept < 1:
             raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-        self.save_hyperparameters()
+        super().__init__(latent_dim=latent_dim, hidden_dim=hidden_dim, train_size=train_size, **kwargs)
         self.automatic_optimization = False
-        self.decoder = DECODERS[likelihood](latent_dim, hidden_dim, input_dim)
-        self.initialise(init_std)
         # Chains start from the prior, which the nearly constant initial decoder barely changes.
-        self.register_buffer("chains", torch.randn(train_size, latent_dim))
+        self.register_buffer("chains", self.prior_sample(train_size))
         self.register_buffer("step_sizes", torch.full((train_size,), initial_step_size))
 
     def setup(self, stage: str) -> None:
@@ -95,16 +86,11 @@ class MCEM(GenerativeModel):
                 f"{world_size} processes; run it with --trainer.devices 1 --trainer.num_nodes 1"
             )
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
-        loader = self.trainer.train_dataloader
-        if not isinstance(loader, TensorBatches):
-            raise TypeError("MCEM keeps a chain per training datapoint and needs to know which datapoints a "
-                            "minibatch holds: use one of this project's data modules (datamodules.*)")
-        index = loader.batch_indices(self.current_epoch, batch_idx).to(self.device)
-        z, accept = self.e_step(batch, index, self.noise_generator(TRAIN_STREAM, self.current_epoch, batch_idx))
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        z, accept = self.e_step(batch.x, batch.index, self.noise_generator(TRAIN_STREAM, self.current_epoch, batch_idx))
         optimizer, warmup = self.optimizers(), self.lr_schedulers()
         for _ in range(self.hparams.updates_per_batch):
-            loss = -self.log_joint(batch, z).mean()
+            loss = -self.log_joint(batch.x, z).mean()
             self.check_finite(loss)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
@@ -124,6 +110,6 @@ class MCEM(GenerativeModel):
         self.step_sizes[index] *= torch.exp(self.hparams.step_size_gain * (result.accept_rate - self.hparams.target_accept))
         return z, result.accept_rate
 
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Nothing per batch: without a recognition model there is no lower bound to average;
         ``test`` reports the marginal-likelihood callback's HMC estimate (Appendix D)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lit_vae.datamodules.batches import Batch
 from lit_vae.estimators import diagonal_normal_log_density
 from lit_vae.generative import TRAIN_STREAM
 from lit_vae.model import VAE
@@ -29,10 +30,10 @@ class WakeSleep(VAE):
     ``samples_evaluated`` counts the M datapoints of each step.
     """
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         generator = self.noise_generator(TRAIN_STREAM, self.current_epoch, batch_idx)
-        bound = self.wake_bound(batch, generator)
-        loss = -bound.mean() - self.sleep_log_density(batch.shape[0], generator).mean()
+        bound = self.wake_bound(batch.x, generator)
+        loss = -bound.mean() - self.sleep_log_density(batch.x.shape[0], generator).mean()
         self.check_finite(loss)
         self.count_samples(batch)
         return {"loss": loss, "lower_bound": bound.detach()}
@@ -48,6 +49,6 @@ class WakeSleep(VAE):
         """log q_phi(z|x) at ``n`` dreams (z, x) ~ p(z) p_theta(x|z): the sleep phase's objective,
         whose gradient reaches the encoder only."""
         with torch.no_grad():
-            z = torch.randn((n, self.hparams.latent_dim), generator=generator, device=self.device, dtype=self.dtype)
+            z = self.prior_sample(n, generator)
             x = self.decoder.sample(self.decoder(z), generator)
         return diagonal_normal_log_density(z, *self.encoder(x))

@@ -1,0 +1,45 @@
+"""The marginal-likelihood protocol of Appendix D as one frozen settings object, used by the
+estimators (``lit_vae.marginal_likelihood``), the callback that logs them and the benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AppendixD:
+    """Settings of the Appendix D estimate of log p(x), and of its importance-sampling check.
+
+    Args:
+        num_datapoints: points of each split evaluated (the paper: 1,000).
+        num_samples: posterior samples per datapoint from HMC (the paper: 50); half fit q(z).
+        num_leapfrog: leapfrog steps per HMC iteration (the paper: 4).
+        burn_in: HMC iterations that adapt the step size, then are discarded.
+        target_accept: acceptance rate the step size is adapted toward (the paper: 0.9).
+        importance_samples: samples of the importance-sampling estimate with q(z|x).
+        prior_draws: prior draws searched for the chains' starting points of a model without
+            an encoder (MCEM).
+    """
+
+    num_datapoints: int = 1_000
+    num_samples: int = 50
+    num_leapfrog: int = 4
+    burn_in: int = 50
+    target_accept: float = 0.9
+    importance_samples: int = 1_000
+    prior_draws: int = 1_000
+
+    def __post_init__(self) -> None:
+        for name in ("num_datapoints", "num_leapfrog", "importance_samples", "prior_draws"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_samples < 4:
+            raise ValueError(f"num_samples must be at least 4 (half to fit q, half to evaluate), got {self.num_samples}")
+        if self.burn_in < 0:
+            raise ValueError(f"burn_in must be >= 0, got {self.burn_in}")
+        if not 0 < self.target_accept < 1:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
+
+
+#: The paper's protocol.
+APPENDIX_D = AppendixD()

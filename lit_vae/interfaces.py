@@ -1,0 +1,82 @@
+"""What the callbacks and the CLI rely on in a model and a data module, as protocols; the
+evaluation-mode context they share; and the error that stops a run on a non-finite state.
+
+Callbacks depend on these, never on ``VAE``, ``MCEM`` or a data module class, so a new model
+or data set works with them by having these members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class TrainingProgress(Protocol):
+    """The x axis of Figures 2 and 3: training samples evaluated, before and after the latest step."""
+
+    samples_evaluated: int
+    samples_before_step: int
+
+
+class GenerativeModelLike(TrainingProgress, Protocol):
+    """p(x|z) p(z), and q(z|x) where ``has_encoder``: what the evaluation callbacks call."""
+
+    @property
+    def latent_dim(self) -> int: ...
+    @property
+    def has_encoder(self) -> bool: ...
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+    def decode_mean(self, z: Tensor) -> Tensor: ...
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...
+
+
+class RecognitionModel(Protocol):
+    """q(z|x) and the lower bound: models with ``has_encoder``."""
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...
+    def lower_bound(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class SplitData(Protocol):
+    """A data module whose splits (``train``, ``test``, ...) are ``[N, D]`` tensors of images of
+    ``image_shape`` (rows, columns), loaded by ``setup``."""
+
+    splits: dict[str, Tensor]
+    image_shape: tuple[int, int]
+
+    def setup(self, stage: str | None = None) -> None: ...
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode for the block, then back in the mode it was in, also when the
+    block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a non-finite loss or non-finite parameters. The run stops before the broken
+    state is used for an update or written to a checkpoint, so the last checkpoint stays good."""
+
+
+def non_finite_message(model: nn.Module, what: str) -> str:
+    """Which step of ``model``'s training (a LightningModule with ``samples_evaluated``), how far
+    it got, what broke, and that the last checkpoint is intact."""
+    broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    cause = (f"the parameters {', '.join(broken)} are not finite: the update of step {model.global_step} "
+             "had a non-finite gradient" if broken else what)
+    return (f"training step {model.global_step + 1} (after {model.samples_evaluated:,} training samples): {cause}. "
+            "The run stops here without writing a checkpoint of this state; the last checkpoint written "
+            "holds the last good state. A smaller --model.init_args.learning_rate usually avoids this.")

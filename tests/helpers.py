@@ -1,0 +1,51 @@
+"""What several test modules share: the checkout's paths, the CLI driven in-process, and reading
+what a run left behind. (Fixtures are in conftest.py.)"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from lit_vae.cli import VAECLI, cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    """``$LIT_VAE_DATA_DIR``, else the ``shared/data`` folder beside the checkout."""
+    return Path(os.environ.get("LIT_VAE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+
+
+def fit(tmp_path: Path, data_dir: Path, *args: str, config: str = "mnist.yaml") -> VAECLI:
+    """``train.py fit --config configs/<config>`` logging under ``tmp_path/runs``."""
+    return cli([
+        "fit", "--config", str(REPO / "configs" / config),
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        f"--data.init_args.data_dir={data_dir}",
+        "--progress_bar.refresh_rate=0", "--trainer.enable_model_summary=false",
+        *args,
+    ])
+
+
+def evaluate(save_dir: Path, data_dir: Path, checkpoint: Path | str, *args: str, config: str = "mnist.yaml") -> VAECLI:
+    """``train.py test`` of ``checkpoint``, logging under ``save_dir``."""
+    return cli([
+        "test", "--config", str(REPO / "configs" / config), f"--data.init_args.data_dir={data_dir}",
+        f"--trainer.logger.init_args.save_dir={save_dir}", "--progress_bar.refresh_rate=0",
+        f"--ckpt_path={checkpoint}", *args,
+    ])
+
+
+def load(checkpoint: Path) -> dict:
+    return torch.load(checkpoint, weights_only=True)
+
+
+def parameters(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load(checkpoint)["state_dict"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes: to check that nothing was written or changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

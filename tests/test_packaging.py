@@ -1,0 +1,102 @@
+"""The package as a user installs it: one name (lit_vae), the configs inside it, the layers of
+the README enforced by import-linter, the style rules clean, a tested Lightning version."""
+
+import shutil
+import subprocess
+import sys
+from importlib.metadata import requires
+from pathlib import Path
+
+import lightning
+import pytest
+from packaging.requirements import Requirement
+
+from tests.helpers import REPO
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """The package as ``pip install .`` lays it out (a non-editable build into a folder)."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(target), str(REPO)], check=True, capture_output=True)
+    return target
+
+
+def lint_imports(site: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` with the project's contracts, on the package under ``site``. (import-linter
+    reads a package's folder; in the checkout, lit_vae.datamodules and lit_vae.callbacks live in
+    datamodules/ and callbacks/, so the installed layout is what it can see.)"""
+    return subprocess.run([str(BIN / "lint-imports"), "--config", str(REPO / "pyproject.toml")], cwd=site,
+                          env={"PYTHONPATH": str(site), "PATH": str(BIN)}, capture_output=True, text=True)
+
+
+def test_lightning_is_a_tested_version():
+    (requirement,) = [r for r in map(Requirement, requires("lit-vae")) if r.name == "lightning"]
+    assert requirement.specifier.contains(lightning.__version__), (
+        f"lightning {lightning.__version__} is not a version this project was tested on ({requirement.specifier}); "
+        "run the whole suite on it, then widen the bound in pyproject.toml")
+
+
+def test_the_wheel_installs_one_name_with_its_configs_and_data(built):
+    assert sorted(p.name for p in built.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin") == ["lit_vae"]
+    package = built / "lit_vae"
+    assert {p.name for p in (package / "configs").glob("*.yaml")} == {p.name for p in (REPO / "configs").glob("*.yaml")}
+    assert (package / "paper_values.csv").is_file() and (package / "py.typed").is_file()
+    assert (package / "datamodules" / "mnist.py").is_file() and (package / "callbacks" / "checkpoint.py").is_file()
+
+
+def test_the_layers_contract_holds(built):
+    result = lint_imports(built)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 kept, 0 broken" in result.stdout
+
+
+def test_an_import_that_points_up_breaks_the_layers_contract(built, tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(built / "lit_vae", site / "lit_vae")
+    kernel = site / "lit_vae" / "estimators.py"
+    kernel.write_text(kernel.read_text() + "\nfrom lit_vae.model import VAE  # an arrow pointing up\n")
+    result = lint_imports(site)
+    assert result.returncode != 0
+    assert "lit_vae.estimators -> lit_vae.model" in result.stdout
+
+
+def test_a_callback_that_imports_a_model_class_breaks_the_interfaces_contract(built, tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(built / "lit_vae", site / "lit_vae")
+    callback = site / "lit_vae" / "callbacks" / "lower_bound.py"
+    callback.write_text(callback.read_text() + "\nfrom lit_vae.model import VAE\n")
+    result = lint_imports(site)
+    assert result.returncode != 0 and "BROKEN" in result.stdout
+
+
+def test_ruff_is_clean():
+    result = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", str(REPO)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+class TestOutsideTheCheckout:
+    """From an empty folder elsewhere, as a user with the package installed and no checkout."""
+
+    def run(self, cwd, *args, code=None):
+        command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "lit_vae", *args]
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+    def test_generic_names_are_not_installed(self, tmp_path):
+        for name in ("callbacks", "datamodules", "configs"):
+            result = self.run(tmp_path, code=f"import {name}")
+            assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr
+
+    def test_help_and_a_shipped_config_run_beside_a_stray_callbacks_module(self, tmp_path, data_dir):
+        (tmp_path / "callbacks.py").write_text("raise RuntimeError('a user module called callbacks')\n")
+        (tmp_path / "datamodules.py").write_text("raise RuntimeError('a user module called datamodules')\n")
+        help_ = self.run(tmp_path, "fit", "--help")
+        assert help_.returncode == 0 and "--trainer.max_steps" in help_.stdout and "--model.help" in help_.stdout
+        result = self.run(tmp_path, "fit", "--config", "mnist", "--trainer.max_steps=50", f"--data.init_args.data_dir={data_dir}",
+                          "--progress_bar.refresh_rate=0")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt").is_file()
