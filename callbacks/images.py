@@ -14,7 +14,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
-from lit_vae.interfaces import SplitData, evaluating
+from lit_vae.interfaces import SplitData, evaluating, require_model
 from lit_vae.logging import log_image_at_samples
 
 
@@ -97,6 +97,7 @@ class ImagesCallback(pl.Callback):
         self._last_logged = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_model(pl_module, type(self).__name__)
         # Raises here, before training, on dimensions the model does not have (the CLI checks earlier).
         self._manifold_z = manifold_points(self.manifold_size, pl_module.latent_dim, self.manifold_dims)
         self._sample_z = pl_module.prior_sample(self.num_samples, torch.Generator().manual_seed(self.seed))

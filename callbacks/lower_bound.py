@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
-from lit_vae.interfaces import evaluating
+from lit_vae.interfaces import evaluating, require_model
 from lit_vae.logging import log_at_samples
 
 
@@ -46,6 +46,7 @@ class LowerBoundCallback(pl.Callback):
         self._active = True
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_model(pl_module, type(self).__name__)
         self._active = pl_module.has_encoder
         if not self._active:
             rank_zero_info(f"{type(pl_module).__name__} has no recognition model q(z|x), hence no lower bound: "

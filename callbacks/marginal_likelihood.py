@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from lit_vae.appendix_d import APPENDIX_D, AppendixD
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
-from lit_vae.interfaces import SplitData, evaluating
+from lit_vae.interfaces import SplitData, evaluating, require_model
 from lit_vae.logging import log_at_samples
 from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal, prior_search
 from lit_vae.seeding import seeded_generator
@@ -64,6 +64,9 @@ class MarginalLikelihoodCallback(pl.Callback):
         self._last = -1
         #: The latest estimates, ``{"marginal_likelihood/test": ..., "lower_bound/test": ..., ...}``.
         self.results: dict[str, float] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_model(pl_module, type(self).__name__)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

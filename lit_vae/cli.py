@@ -190,21 +190,28 @@ def logger_args(logger: object) -> Namespace | None:
     return logger.init_args if isinstance(logger, Namespace) and "init_args" in logger else None
 
 
+CONFIG_FLAGS = ("--config", "-c")
+
+
 def shipped_configs(args: list[str]) -> list[str]:
-    """``args`` with each ``--config NAME`` that names no file but a config shipped with the
-    package (``mnist`` or ``mnist.yaml``) replaced by that config's path."""
-    shipped = files("lit_vae.configs")
-    resolved, previous = [], None
-    for arg in args:
-        key, eq, value = arg.partition("=") if arg.startswith("--config=") else (previous, "", arg)
-        if key == "--config" and not Path(value).exists():
-            candidate = shipped / (value if value.endswith(".yaml") else f"{value}.yaml")
-            if candidate.is_file():
-                value = str(candidate)
-            arg = f"--config={value}" if eq else value
+    """``args`` with each ``--config NAME`` (``-c NAME``, ``--config=NAME``) that names no file
+    but a config shipped with the package (``mnist`` or ``mnist.yaml``) given that config's path."""
+    resolved = []
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if eq and flag in CONFIG_FLAGS:
+            arg = f"{flag}={shipped_config(value)}"
+        elif i > 0 and args[i - 1] in CONFIG_FLAGS:
+            arg = shipped_config(arg)
         resolved.append(arg)
-        previous = arg
     return resolved
+
+
+def shipped_config(name: str) -> str:
+    """``name`` itself if a file of that name exists or no config of the package has it, else
+    the path of the package's config ``name`` (``.yaml`` may be left out)."""
+    candidate = files("lit_vae.configs") / (name if name.endswith(".yaml") else f"{name}.yaml")
+    return str(candidate) if not Path(name).exists() and candidate.is_file() else name
 
 
 def cli(args: list[str] | None = None) -> VAECLI:

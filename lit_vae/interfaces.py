@@ -9,22 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 
 @runtime_checkable
-class TrainingProgress(Protocol):
-    """The x axis of Figures 2 and 3: training samples evaluated, before and after the latest step."""
+class GenerativeModelLike(Protocol):
+    """What every callback reads from a model: the x axis of Figures 2 and 3 (training samples
+    evaluated, before and after the latest step) and p(x|z) p(z)."""
 
     samples_evaluated: int
     samples_before_step: int
-
-
-class GenerativeModelLike(TrainingProgress, Protocol):
-    """p(x|z) p(z), and q(z|x) where ``has_encoder``: what the evaluation callbacks call."""
 
     @property
     def latent_dim(self) -> int: ...
@@ -36,11 +34,24 @@ class GenerativeModelLike(TrainingProgress, Protocol):
 
 
 class RecognitionModel(Protocol):
-    """q(z|x) and the lower bound: models with ``has_encoder``."""
+    """What is read from a model with ``has_encoder``: q(z|x), the lower bound, and the test
+    evaluation that ``test`` and the lower-bound callback share."""
+
+    test_bound: Metric
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...
     def lower_bound(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor: ...
+    def test_step(self, batch: Any, batch_idx: int) -> None: ...
+    def log_bound(self, tag: str, metric: Metric) -> float: ...
+
+
+def require_model(module: object, reader: str) -> None:
+    """``TypeError`` saying what is missing if ``module`` is not :class:`GenerativeModelLike`."""
+    if not isinstance(module, GenerativeModelLike):
+        members = "samples_evaluated, samples_before_step, latent_dim, has_encoder, prior_sample, decode_mean, log_joint"
+        raise TypeError(f"{reader} reads {members} from the model, and {type(module).__name__} lacks some of them: "
+                        "build it on lit_vae.generative.GenerativeModel (see lit_vae.interfaces)")
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ import lightning
 import pytest
 from packaging.requirements import Requirement
 
+from lit_vae.cli import shipped_config, shipped_configs
 from tests.helpers import REPO
 
 BIN = Path(sys.executable).parent
@@ -76,6 +77,21 @@ def test_a_callback_that_imports_a_model_class_breaks_the_interfaces_contract(bu
 def test_ruff_is_clean():
     result = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", str(REPO)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+class TestShippedConfigs:
+    def test_a_name_resolves_to_the_packaged_config(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        (path,) = {shipped_config("mnist"), shipped_config("mnist.yaml")}
+        assert Path(path).name == "mnist.yaml" and Path(path).read_text() == (REPO / "configs" / "mnist.yaml").read_text()
+        assert shipped_configs(["fit", "--config", "frey_face", "-c=mnist", "--config=x.yaml", "--model.latent_dim", "mnist"]) == [
+            "fit", "--config", shipped_config("frey_face"), f"-c={path}", "--config=x.yaml", "--model.latent_dim", "mnist"]
+
+    def test_a_file_of_that_name_wins(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "mnist").write_text("trainer: {}\n")
+        assert shipped_config("mnist") == "mnist"
+        assert shipped_config("no_such_config") == "no_such_config"  # jsonargparse then says it is missing
 
 
 @pytest.mark.slow

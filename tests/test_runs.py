@@ -48,3 +48,4 @@ def test_purge_mark_is_just_after_the_checkpoint():
 
 def test_a_baseline_run_name_ends_with_its_method():
     assert runs.run_name("lit_vae.datamodules.MNISTDataModule", "lit_vae.baselines.MCEM", 3) == "mnist_nz3_mcem"
+
