@@ -13,6 +13,7 @@ import os
 import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,13 @@ ARCHITECTURE = ("input_dim", "latent_dim", "hidden_dim", "likelihood")
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint at ``path``, read with ``weights_only=True``; ``ValueError`` saying why if it
-    needs arbitrary unpickling (it could run code), cannot be read, or is not a checkpoint."""
+    needs arbitrary unpickling (it could run code), cannot be read, fails its archive's CRC check
+    (a damaged byte anywhere, tensor data included), is not a checkpoint, or holds non-finite
+    parameters or optimizer state (a state no run should continue from)."""
+    damaged = _damaged_member(path)
+    if damaged is not None:
+        raise ValueError(f"{path} is damaged: {damaged}. It was not loaded; resume from an older checkpoint "
+                         "(--ckpt_path PATH) or start a fresh run.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -43,7 +50,35 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} cannot be read as a checkpoint (truncated or damaged?): {error}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint: it has no state_dict")
+    broken = non_finite_entries(checkpoint)
+    if broken:
+        raise ValueError(f"{path} holds non-finite values ({', '.join(broken[:3])}); it was not loaded. Resume from "
+                         "an older checkpoint (--ckpt_path PATH) or start a fresh run.")
     return checkpoint
+
+
+def _damaged_member(path: str | Path) -> str | None:
+    """What fails the CRC check of the zip archive that ``torch.save`` writes (``None``: intact,
+    or not a zip archive, which ``torch.load`` then judges)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return None
+    except (zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:  # truncated or unreadable data
+        return f"its archive cannot be read ({error})"
+    return None if bad is None else f"the CRC check of {bad} fails"
+
+
+def non_finite_entries(checkpoint: dict[str, Any]) -> list[str]:
+    """Names of the parameters and optimizer-state tensors of ``checkpoint`` that hold a NaN or an infinity."""
+    broken = [name for name, value in checkpoint["state_dict"].items()
+              if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    for i, optimizer in enumerate(checkpoint.get("optimizer_states", [])):
+        for index, state in optimizer.get("state", {}).items():
+            broken += [f"optimizer {i} state {index}.{key}" for key, value in state.items()
+                       if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    return broken
 
 
 def check_checkpoint(checkpoint: dict[str, Any], path: str | Path, model: pl.LightningModule) -> None:
@@ -87,9 +122,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     that Lightning's restore takes it from memory instead of reading the file again.
     """
 
+    #: Suffix of the temporary files, ``.<name>.<random>.tmp``: what a save killed midway leaves.
+    TEMPORARY = ".tmp"
+
     def __init__(self) -> None:
         super().__init__()
         self._preloaded: tuple[str, dict[str, Any]] | None = None
+
+    @classmethod
+    def remove_leftovers(cls, folder: Path) -> list[Path]:
+        """Delete the temporary files that saves killed midway left in ``folder``; returns them.
+        Only for a folder no other process writes to (the CLI holds its lock)."""
+        leftovers = sorted(folder.glob(f".*.ckpt.*{cls.TEMPORARY}"))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return leftovers
 
     def preload(self, path: str | Path, checkpoint: dict[str, Any]) -> None:
         """Serve ``checkpoint`` for the next :meth:`load_checkpoint` of ``path``."""
@@ -111,7 +158,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=self.TEMPORARY)
         try:
             with os.fdopen(handle, "wb") as file:
                 torch.save(checkpoint, file)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Environment variable that sets the default data folder.
 DATA_DIR_ENV = "LIT_VAE_DATA_DIR"
+#: Seconds a download waits on a silent server before it gives up (urllib waits forever).
+DOWNLOAD_TIMEOUT = 60.0
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -58,8 +62,9 @@ def missing_files_error(dataset: str, folder: Path, names: list[str], reason: st
 
 def download_verified(folder: Path, fetch: Callable[[Path], None], names: list[str], verify: Callable[[Path], None]) -> None:
     """Run ``fetch(tmp)`` to create ``names`` in a temporary folder, ``verify`` each one, then move
-    them into ``folder``. On any failure nothing is written to ``folder``."""
-    with tempfile.TemporaryDirectory(prefix="lit-vae-download-") as tmp:
+    them into ``folder``. On any failure nothing is written to ``folder``; a server that stops
+    answering for :data:`DOWNLOAD_TIMEOUT` seconds is a failure (``TimeoutError``)."""
+    with tempfile.TemporaryDirectory(prefix="lit-vae-download-") as tmp, socket_timeout(DOWNLOAD_TIMEOUT):
         fetch(Path(tmp))
         for name in names:
             verify(Path(tmp) / name)
@@ -68,3 +73,15 @@ def download_verified(folder: Path, fetch: Callable[[Path], None], names: list[s
             partial = folder / f".{name}.partial"
             shutil.copyfile(Path(tmp) / name, partial)
             os.replace(partial, folder / name)
+
+
+@contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """Sockets opened in the block (urllib's, which take no timeout from torchvision) give up
+    after ``seconds`` of silence."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
@@ -78,6 +78,9 @@ class VAECLI(LightningCLI):
             "data": {"class_path": "lit_vae.datamodules.MNISTDataModule"},
             "checkpoint.save_last": True,
             "checkpoint.every_n_train_steps": 2_000,
+            # Never fork last-v1.ckpt beside last.ckpt (a resume with other checkpoint settings, or
+            # from a moved run folder, would): the next `--ckpt_path last` would take the stale one.
+            "checkpoint.enable_version_counter": False,
             # A refresh costs a fraction of a millisecond: every 50 steps it is lost in the noise.
             "progress_bar.refresh_rate": 50,
         })
@@ -90,6 +93,7 @@ class VAECLI(LightningCLI):
         would need arbitrary unpickling is refused here, with a message."""
         super().parse_arguments(parser, args)
         self.checkpoint: dict[str, Any] | None = None
+        self.run_lock: IO[str] | None = None  # held while a resumed fit writes into its run folder
         path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
         if path is not None and Path(path).is_file():
             self.checkpoint = self._read(path)
@@ -105,6 +109,9 @@ class VAECLI(LightningCLI):
             logger.save_dir = str(Path(logger.save_dir).resolve())
         if config.checkpoint.dirpath is not None:
             config.checkpoint.dirpath = str(Path(config.checkpoint.dirpath).resolve())
+        self._check_steps(config)
+        if config.ckpt_path is not None:
+            self._find_checkpoint(config, logger)
         if self.subcommand == "fit" and config.ckpt_path is not None:
             self._resume(config, logger)
         elif self.subcommand == "fit" and logger is not None and logger.get("version") is not None:
@@ -113,9 +120,18 @@ class VAECLI(LightningCLI):
             except ValueError as error:
                 self.parser.error(str(error))
 
-    def _resume(self, config: Namespace, logger: Namespace | None) -> None:
-        """Resolve ``--ckpt_path last`` to the newest run's ``last.ckpt``, log into that run's
-        folder, and start the new event file with a purge mark at the checkpoint."""
+    def _check_steps(self, config: Namespace) -> None:
+        """Step counts that can only be mistakes, refused in one line before anything exists."""
+        max_steps = config.trainer.max_steps
+        if max_steps is not None and (max_steps == 0 or max_steps < -1):
+            self.parser.error(f"--trainer.max_steps must be positive (or -1, no limit), got {max_steps}")
+        every = config.checkpoint.every_n_train_steps
+        if every is not None and every < 0:
+            self.parser.error(f"--checkpoint.every_n_train_steps must be >= 0 (0: no step checkpoints), got {every}")
+
+    def _find_checkpoint(self, config: Namespace, logger: Namespace | None) -> None:
+        """Resolve ``--ckpt_path last`` (for every subcommand) to the newest run's ``last.ckpt``
+        and read it; refuse a path that names no file, rather than run on an untrained model."""
         if config.ckpt_path == "last":
             try:
                 path = self._find_last(config, logger)
@@ -124,7 +140,12 @@ class VAECLI(LightningCLI):
             config.ckpt_path = str(path)
             self.checkpoint = self._read(path)
         elif self.checkpoint is None:
-            self.parser.error(f"--ckpt_path: no checkpoint file at {config.ckpt_path}")
+            self.parser.error(f"--ckpt_path: no checkpoint file at {config.ckpt_path}. Give the path of a .ckpt file, "
+                              "or `last` for the newest checkpoint of this run.")
+
+    def _resume(self, config: Namespace, logger: Namespace | None) -> None:
+        """Log into the run folder of the checkpoint a fit resumes from, and start the new event
+        file with a purge mark at the checkpoint."""
         if logger is None:
             return
         run = runs.run_of_checkpoint(config.ckpt_path)
@@ -174,14 +195,34 @@ class VAECLI(LightningCLI):
             self.model.check_world_size(self.trainer.world_size)
         except ValueError as error:
             self.parser.error(str(error))
+        try:  # the data, before the logger or anything else writes: a missing or damaged file in one line
+            self.datamodule.prepare_data()
+            self.datamodule.setup(self.subcommand)
+        except (OSError, ValueError) as error:
+            self.parser.error(f"data: {error}")
         for callback in self.trainer.callbacks:
             if isinstance(callback, ImagesCallback):
                 try:
                     manifold_points(callback.manifold_size, self.model.latent_dim, callback.manifold_dims)
                 except ValueError as error:
                     self.parser.error(f"--images.{error}")
+        if self.subcommand == "fit" and self.checkpoint is not None and self.trainer.is_global_zero:
+            # Every check passed: from here on this process writes into the checkpoint's run.
+            checkpoints = Path(self.config.fit.ckpt_path).parent
+            run = runs.run_of_checkpoint(self.config.fit.ckpt_path)
+            try:
+                self.run_lock = runs.lock_folder(checkpoints.parent if run is not None else checkpoints)
+            except BlockingIOError as error:
+                self.parser.error(str(error))
+            AtomicCheckpointIO.remove_leftovers(checkpoints)
 
     before_validate = before_test = before_predict = before_fit
+
+    def after_fit(self) -> None:
+        """Release the run folder's lock (a process that stops otherwise releases it by ending)."""
+        if self.run_lock is not None:
+            self.run_lock.close()
+            self.run_lock = None
 
 
 def logger_args(logger: object) -> Namespace | None:

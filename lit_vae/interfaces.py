@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -84,10 +85,14 @@ class NonFiniteError(RuntimeError):
 
 def non_finite_message(model: nn.Module, what: str) -> str:
     """Which step of ``model``'s training (a LightningModule with ``samples_evaluated``), how far
-    it got, what broke, and that the last checkpoint is intact."""
+    it got, what broke, and whether a good checkpoint exists to resume from, and where."""
     broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     cause = (f"the parameters {', '.join(broken)} are not finite: the update of step {model.global_step} "
              "had a non-finite gradient" if broken else what)
+    writer = model.trainer.checkpoint_callback
+    last = Path(writer.dirpath) / f"{writer.CHECKPOINT_NAME_LAST}{writer.FILE_EXTENSION}" if writer and writer.dirpath else None
+    saved = (f"the last checkpoint written, {last}, holds the last good state (resume with --ckpt_path last)"
+             if last is not None and last.is_file() else "no checkpoint was written before it, so there is none to resume from")
     return (f"training step {model.global_step + 1} (after {model.samples_evaluated:,} training samples): {cause}. "
-            "The run stops here without writing a checkpoint of this state; the last checkpoint written "
-            "holds the last good state. A smaller --model.init_args.learning_rate usually avoids this.")
+            f"The run stops here without writing a checkpoint of this state; {saved}. "
+            "A smaller --model.init_args.learning_rate usually avoids this.")

@@ -4,11 +4,18 @@ event file starts (its purge mark). The CLI applies these rules; nothing here to
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks of this kind; runs are not locked there
+    fcntl = None
 
 LAST = "last.ckpt"
+LOCK = ".lock"
 
 
 def dataset_name(class_path: str) -> str:
@@ -60,6 +67,30 @@ def run_of_checkpoint(path: str | Path) -> tuple[Path, str, int] | None:
     run = Path(path).resolve().parent.parent
     version = re.fullmatch(r"version_(\d+)", run.name)
     return (run.parent.parent, run.parent.name, int(version.group(1))) if version else None
+
+
+def lock_folder(folder: Path) -> IO[str] | None:
+    """An exclusive lock on ``folder`` (through ``folder/.lock``, which records the holder's PID),
+    held while the returned file stays open; ``BlockingIOError`` naming the holder if another
+    process has it. Two resumes of one run would otherwise write the same checkpoints and event
+    files at once."""
+    if fcntl is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK, "a+")  # noqa: SIM115 - held open on purpose: the lock lives as long as it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise BlockingIOError(f"{folder} is in use by another run (PID {holder}): wait for it to end, or stop it, "
+                              "before resuming this run again") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def purge_step(checkpoint: dict[str, Any]) -> int:

@@ -1,6 +1,8 @@
 """Data modules: documented shapes, ranges and splits; clear errors that write nothing."""
 
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,16 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from lit_vae.datamodules import CorruptDataError, DataNotFoundError, FreyFaceDataModule, MNISTDataModule, TensorBatches, frey_face, mnist
+from lit_vae.datamodules import (
+    CorruptDataError,
+    DataNotFoundError,
+    FreyFaceDataModule,
+    MNISTDataModule,
+    TensorBatches,
+    files,
+    frey_face,
+    mnist,
+)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -92,6 +103,19 @@ class TestMNIST:
         dm = MNISTDataModule(data_dir=str(tmp_path / "data"), download=True)
         with pytest.raises(DataNotFoundError, match="could not be downloaded .*no network"):
             dm.setup()
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_server_that_never_answers_times_out(self, tmp_path, monkeypatch):
+        """A server that accepts the connection and then says nothing: the download gives up after
+        DOWNLOAD_TIMEOUT seconds with a clear error, instead of waiting forever."""
+        with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nobody answers
+            monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{silent.getsockname()[1]}/"])
+            monkeypatch.setattr(files, "DOWNLOAD_TIMEOUT", 0.5)
+            dm = MNISTDataModule(data_dir=str(tmp_path / "data"), download=True)
+            started = time.monotonic()
+            with pytest.raises(DataNotFoundError, match="could not be downloaded .*timed out"):
+                dm.setup()
+        assert time.monotonic() - started < 30
         assert list(tmp_path.iterdir()) == []
 
     def test_download_goes_through_a_verified_temporary_folder(self, tmp_path, monkeypatch, data_dir):

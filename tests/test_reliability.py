@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from lit_vae import runs
 from lit_vae.callbacks.checkpoint import AtomicCheckpointIO
 from lit_vae.events import read_scalars
 from lit_vae.interfaces import NonFiniteError
-from tests.helpers import REPO, fit, parameters, snapshot
+from tests.helpers import REPO, evaluate, fit, parameters, snapshot
 
 SMALL = ("--model.init_args.hidden_dim=50", "--trainer.max_steps=40", "--checkpoint.every_n_train_steps=10")
 
@@ -129,9 +130,107 @@ class TestBadCheckpoint:
         self.refused(run, data_dir, capsys, "holds a different kind of model, not a VAE (parameters such as layer.bias, layer.weight",
                      f"--ckpt_path={path}")
 
+    def test_one_flipped_bit_in_tensor_data(self, run, data_dir, capsys):
+        content = bytearray(self.last(run).read_bytes())
+        content[len(content) // 2] ^= 0x10  # in the middle of the parameters' data
+        path = self.write(run, "flipped.ckpt", bytes(content))
+        self.refused(run, data_dir, capsys, "the CRC check of", f"--ckpt_path={path}")
+
+    @pytest.mark.parametrize("where", ["parameters", "optimizer state"])
+    def test_non_finite_values(self, run, data_dir, capsys, where):
+        checkpoint = torch.load(self.last(run), weights_only=True)
+        if where == "parameters":
+            checkpoint["state_dict"]["decoder.logits.bias"][3] = float("nan")
+        else:
+            next(iter(checkpoint["optimizer_states"][0]["state"].values()))["sum"][0] = float("inf")
+        path = self.write(run, f"non-finite-{where.replace(' ', '-')}.ckpt", checkpoint)
+        self.refused(run, data_dir, capsys, "holds non-finite values", f"--ckpt_path={path}")
+
+    @pytest.mark.parametrize("subcommand", [fit, evaluate])
+    def test_a_path_that_names_nothing(self, run, data_dir, capsys, subcommand):
+        self.refused(run, data_dir, capsys, "--ckpt_path: no checkpoint file at", f"--ckpt_path={run / 'nothing.ckpt'}",
+                     command=subcommand)
+
+    def test_last_without_any_checkpoint_under_test(self, tmp_path, data_dir, capsys):
+        with pytest.raises(SystemExit):
+            evaluate(tmp_path, data_dir, "last")
+        assert "Nothing to resume" in capsys.readouterr().err
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_second_resume_while_the_first_runs(self, run, data_dir, capsys):
+        """The first resume holds the run folder's lock: a second is refused, naming its PID."""
+        holder = runs.lock_folder(self.last(run).parent.parent)
+        try:
+            self.refused(run, data_dir, capsys, f"is in use by another run (PID {os.getpid()})", "--ckpt_path=last")
+        finally:
+            holder.close()
+
     def test_other_latent_size_on_resume(self, run, data_dir, capsys):
         self.refused(run, data_dir, capsys, "was trained with latent_dim=20, but this run has latent_dim=5",
                      "--ckpt_path=last", "--model.init_args.latent_dim=5", "--trainer.logger.init_args.name=mnist_nz20")
+
+
+@pytest.mark.slow
+class TestCleanup:
+    def test_a_resume_removes_what_killed_saves_left(self, tmp_path, data_dir):
+        fit(tmp_path, data_dir, "--model.init_args.hidden_dim=50", "--trainer.max_steps=20")
+        folder = tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints"
+        leftovers = [folder / ".last.ckpt.abc123.tmp", folder / ".epoch=0-step=20.ckpt.x9.tmp"]
+        for path in leftovers:
+            path.write_bytes(b"half a checkpoint")
+        fit(tmp_path, data_dir, "--model.init_args.hidden_dim=50", "--trainer.max_steps=30", "--ckpt_path=last")
+        assert not any(path.exists() for path in leftovers)
+        assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 30
+
+
+@pytest.mark.slow
+class TestOneLastCheckpoint:
+    """The checkpoint writer never forks last-v1.ckpt, which the next `--ckpt_path last` would skip."""
+
+    ARGS = ("--model.init_args.hidden_dim=50", "--checkpoint.every_n_train_steps=10")
+
+    def test_resume_with_another_checkpoint_interval(self, tmp_path, data_dir):
+        fit(tmp_path, data_dir, *self.ARGS, "--trainer.max_steps=20")
+        fit(tmp_path, data_dir, *self.ARGS, "--trainer.max_steps=35", "--checkpoint.every_n_train_steps=7", "--ckpt_path=last")
+        folder = tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints"
+        assert not any(path.name.startswith("last-") for path in folder.iterdir())
+        assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 35
+        fit(tmp_path, data_dir, *self.ARGS, "--trainer.max_steps=40", "--ckpt_path=last")
+        assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 40
+
+    def test_resume_from_a_moved_run_folder(self, tmp_path, data_dir):
+        fit(tmp_path / "old", data_dir, *self.ARGS, "--trainer.max_steps=20")
+        (tmp_path / "old").rename(tmp_path / "new")
+        folder = tmp_path / "new" / "runs" / "mnist_nz20" / "version_0" / "checkpoints"
+        fit(tmp_path / "new", data_dir, *self.ARGS, "--trainer.max_steps=30", f"--ckpt_path={folder / 'last.ckpt'}")
+        assert sorted(path.name for path in folder.glob("last*")) == ["last.ckpt"]
+        assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 30
+
+
+class TestArguments:
+    @pytest.mark.parametrize(("argument", "message"), [
+        ("--trainer.max_steps=0", "--trainer.max_steps must be positive"),
+        ("--trainer.max_steps=-5", "--trainer.max_steps must be positive"),
+        ("--checkpoint.every_n_train_steps=-1", "--checkpoint.every_n_train_steps must be >= 0"),
+    ])
+    def test_refused_in_one_line_before_anything_exists(self, tmp_path, data_dir, capsys, argument, message):
+        with pytest.raises(SystemExit):
+            fit(tmp_path, data_dir, argument)
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_damaged_data_file_is_one_line_and_no_run_folder(self, tmp_path, data_dir, capsys):
+        copy = tmp_path / "data" / "MNIST" / "raw"
+        copy.mkdir(parents=True)
+        for source in (data_dir / "MNIST" / "raw").iterdir():
+            (copy / source.name).write_bytes(source.read_bytes())
+        (copy / "t10k-labels-idx1-ubyte").write_bytes(b"not the labels")
+        with pytest.raises(SystemExit):
+            fit(tmp_path, tmp_path / "data", "--trainer.max_steps=5")
+        err = capsys.readouterr().err
+        assert "t10k-labels-idx1-ubyte is corrupted" in err and "Traceback" not in err
+        assert not (tmp_path / "runs").exists()
 
 
 class Unpicklable:
