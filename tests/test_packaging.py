@@ -26,12 +26,18 @@ def built(tmp_path_factory) -> Path:
     return target
 
 
-def lint_imports(site: Path) -> subprocess.CompletedProcess:
-    """``lint-imports`` with the project's contracts, on the package under ``site``. (import-linter
-    reads a package's folder; in the checkout, lit_vae.datamodules and lit_vae.callbacks live in
-    datamodules/ and callbacks/, so the installed layout is what it can see.)"""
-    return subprocess.run([str(BIN / "lint-imports"), "--config", str(REPO / "pyproject.toml")], cwd=site,
-                          env={"PYTHONPATH": str(site), "PATH": str(BIN)}, capture_output=True, text=True)
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` with the project's contracts, on the lit_vae package under ``root``."""
+    return subprocess.run([str(BIN / "lint-imports"), "--config", str(REPO / "pyproject.toml")], cwd=root,
+                          env={"PYTHONPATH": str(root), "PATH": str(BIN)}, capture_output=True, text=True)
+
+
+def a_copy_with(tmp_path: Path, module: str, line: str) -> Path:
+    """A copy of the package (the links' files copied) with ``line`` appended to ``module``."""
+    shutil.copytree(REPO / "lit_vae", tmp_path / "lit_vae")
+    path = tmp_path / "lit_vae" / module
+    path.write_text(path.read_text() + f"\n{line}\n")
+    return tmp_path
 
 
 def test_lightning_is_a_tested_version():
@@ -49,28 +55,27 @@ def test_the_wheel_installs_one_name_with_its_configs_and_data(built):
     assert (package / "datamodules" / "mnist.py").is_file() and (package / "callbacks" / "checkpoint.py").is_file()
 
 
-def test_the_layers_contract_holds(built):
-    result = lint_imports(built)
+def test_the_checkouts_package_folder_is_the_installed_package():
+    """lit_vae/datamodules, lit_vae/callbacks and lit_vae/configs are links to the brief's top-level
+    folders, not copies: one file for each module."""
+    for name in ("datamodules", "callbacks", "configs"):
+        assert (REPO / "lit_vae" / name).is_symlink() and (REPO / "lit_vae" / name).resolve() == (REPO / name).resolve()
+
+
+def test_the_layers_contract_holds_in_the_checkout():
+    result = lint_imports(REPO)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "2 kept, 0 broken" in result.stdout
 
 
-def test_an_import_that_points_up_breaks_the_layers_contract(built, tmp_path):
-    site = tmp_path / "site"
-    shutil.copytree(built / "lit_vae", site / "lit_vae")
-    kernel = site / "lit_vae" / "estimators.py"
-    kernel.write_text(kernel.read_text() + "\nfrom lit_vae.model import VAE  # an arrow pointing up\n")
-    result = lint_imports(site)
+def test_an_import_that_points_up_breaks_the_layers_contract(tmp_path):
+    result = lint_imports(a_copy_with(tmp_path, "estimators.py", "from lit_vae.model import VAE  # an arrow pointing up"))
     assert result.returncode != 0
     assert "lit_vae.estimators -> lit_vae.model" in result.stdout
 
 
-def test_a_callback_that_imports_a_model_class_breaks_the_interfaces_contract(built, tmp_path):
-    site = tmp_path / "site"
-    shutil.copytree(built / "lit_vae", site / "lit_vae")
-    callback = site / "lit_vae" / "callbacks" / "lower_bound.py"
-    callback.write_text(callback.read_text() + "\nfrom lit_vae.model import VAE\n")
-    result = lint_imports(site)
+def test_a_callback_that_imports_a_model_class_breaks_the_interfaces_contract(tmp_path):
+    result = lint_imports(a_copy_with(tmp_path, "callbacks/lower_bound.py", "from lit_vae.model import VAE"))
     assert result.returncode != 0 and "BROKEN" in result.stdout
 
 
