@@ -2,16 +2,18 @@
 them atomically, writing ``last.ckpt`` at the final step, and the run state they carry besides
 the model (global RNG states, flushed logs) with the refusal to save a non-finite state.
 
-Every read goes through :func:`read_checkpoint`, with ``torch.load(weights_only=True)``: the
-checkpoints hold only tensors and plain values, so a file whose unpickling would run code is
-refused, never executed.
+Every read is ``torch.load(weights_only=True)`` (:func:`read_checkpoint`, and
+:func:`stored_step` for the step alone): the checkpoints hold only tensors and plain values, so a
+file whose unpickling would run code is refused, never executed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -55,6 +57,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} holds non-finite values ({', '.join(broken[:3])}); it was not loaded. Resume from "
                          "an older checkpoint (--ckpt_path PATH) or start a fresh run.")
     return checkpoint
+
+
+def stored_step(path: str | Path) -> float:
+    """The training step a checkpoint file holds (``global_step``), read without loading its
+    tensors; ``inf`` for a file that cannot be read, so that it is chosen, and refused loudly by
+    :func:`read_checkpoint`, rather than silently passed over for an older state."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    except Exception:  # damaged, truncated, or not a checkpoint
+        return math.inf
 
 
 def _damaged_member(path: str | Path) -> str | None:
@@ -171,15 +183,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint``, plus ``last.ckpt`` written after the step that reaches
-    ``max_steps`` when that step is not an ``every_n_train_steps`` point.
+    """Lightning's ``ModelCheckpoint`` for step-interval checkpoints, with two changes that make a
+    resume continue exactly as the uninterrupted run, however often it is stopped:
 
-    Lightning writes ``last.ckpt`` at the end of training only if it wrote none before, so a run
-    of 250 steps checkpointed every 100 kept the step-200 state: an evaluation of ``last.ckpt``
-    saw an older model and a resume redid 50 steps. The final checkpoint is written after the
-    step, like every other, so a resume from it continues exactly. (A run stopped by an error or
-    Ctrl-C does not get one: its last checkpoint stays as it was.) Written through the public
-    ``Trainer.save_checkpoint``; ModelCheckpoint has no public call for "save last now".
+    - A checkpoint due at the last step of a pass through the training set is written at the end
+      of that epoch (``on_train_epoch_end``), after the epoch's validation and epoch-end hooks,
+      with the loops' state rewritten as the start of the next epoch
+      (:func:`as_next_epoch_start`). The model is the same as right after the step; what differs
+      is where Lightning's loops stand. Restored from the state right after a pass's last step,
+      Lightning 2.6 counts the epoch as finished only if no validation ever ran before (a stale
+      flag of its validation loop): ``current_epoch`` then lagged by one, which shifted the
+      validation schedule and checkpoint names, and the validation due at that epoch's end was
+      skipped. Restored from its own epoch-end state, it ran a pass of the next epoch's data
+      under the old epoch number. From the next epoch's start it continues as a run that never
+      stopped (``tests/test_resume.py``).
+    - ``last.ckpt`` is also written for the step that reaches ``max_steps`` when that step is not
+      an ``every_n_train_steps`` point (Lightning writes it at the end of training only if it
+      wrote none before, so an evaluation of ``last.ckpt`` saw an older model and a resume redid
+      steps). A run stopped by an error or Ctrl-C does not get one: its last checkpoint stays as
+      it was. Written through the public ``Trainer.save_checkpoint``.
 
     Args:
         every_n_train_steps: as in ``ModelCheckpoint``.
@@ -189,16 +211,138 @@ class RunCheckpoint(ModelCheckpoint):
     def __init__(self, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
         super().__init__(every_n_train_steps=every_n_train_steps, **kwargs)
         self.every_n_train_steps = every_n_train_steps
+        self._pass_end: int | None = None  # the batch index of a pass's last step, saved at the epoch's end
+        self._at_epoch_end = False
+        self._final_step = -1  # the step whose last.ckpt this callback wrote after the run's final step
+
+    @property
+    def state_key(self) -> str:
+        # One checkpoint callback per run, found again whatever the interval: ModelCheckpoint's
+        # key holds every_n_train_steps, so a resume with another interval lost the callback's
+        # state and left the step checkpoints it had written behind for ever.
+        return f"{type(self).__qualname__}{{'monitor': {self.monitor!r}, 'mode': {self.mode!r}}}"
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and saved != self.dirpath:  # the run folder was moved or renamed
+            state_dict = relocated(state_dict, saved, self.dirpath)
+        super().load_state_dict(state_dict)
+
+    def remove_orphans(self, folder: Path, checkpoint: dict[str, Any]) -> list[Path]:
+        """Delete the step checkpoints in ``folder`` that killed saves left, before a resume from
+        ``checkpoint`` writes there; returns them. ``ModelCheckpoint`` writes a new step checkpoint,
+        then removes the one it replaces: a kill in between leaves the old file, which the state
+        saved with the new one no longer tracks. Removed: files named as this callback names them
+        by default (``epoch=E-step=S.ckpt``), from steps up to the checkpoint's, and not tracked
+        by its state; nothing with other names or from later steps (a resume from an older
+        checkpoint keeps those). Only for a folder no other process writes to (the CLI holds its lock)."""
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if self.filename is not None or state is None:
+            return []
+        tracked = {os.path.basename(path) for path in [*state.get("best_k_models", {}), state.get("best_model_path"),
+                                                       state.get("kth_best_model_path"), state.get("last_model_path")] if path}
+        orphans = []
+        for path in sorted(folder.glob("epoch=*-step=*.ckpt")):
+            named = re.fullmatch(r"epoch=\d+-step=(\d+)\.ckpt", path.name)
+            if named and int(named.group(1)) <= checkpoint["global_step"] and path.name not in tracked:
+                path.unlink(missing_ok=True)
+                orphans.append(path)
+        return orphans
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if batch_idx + 1 == trainer.num_training_batches:
+            self._pass_end = batch_idx
+            return
+        self._save(trainer, pl_module, batch_idx)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pass_end is not None:
+            batch_idx, self._pass_end = self._pass_end, None
+            self._at_epoch_end = True
+            try:
+                self._save(trainer, pl_module, batch_idx)
+            finally:
+                self._at_epoch_end = False
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._at_epoch_end:
+            as_next_epoch_start(checkpoint["loops"]["fit_loop"])
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Called before Lightning restores its loops from the same dictionary.
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+        if fit_loop is not None and is_next_epoch_start(fit_loop) and validation_due_on_restart(trainer, fit_loop):
+            # Lightning 2.6 restores such a state as "restarted on the last batch" and, when a
+            # validation is due before the epoch's first batch, runs one iteration without a batch
+            # that counts one more batch stepped (the step at which Lightning's own self.log
+            # writes); the uninterrupted run does not.
+            fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+
+    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch_idx: int) -> None:
+        """The step checkpoint (``ModelCheckpoint``'s rule), then ``last.ckpt`` if this step ends the run."""
+        super().on_train_batch_end(trainer, pl_module, None, None, batch_idx)
         step = trainer.global_step
         on_grid = bool(self.every_n_train_steps) and step % self.every_n_train_steps == 0
         if self.save_last and 0 <= trainer.max_steps <= step and not on_grid and self.dirpath is not None:
             path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
             trainer.save_checkpoint(path)
-            self.last_model_path = path
+            self.last_model_path, self._final_step = path, step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # ModelCheckpoint writes last.ckpt here if it wrote none in this process; after the final
+        # step's, that would replace it with the state after Lightning's end-of-training bookkeeping.
+        if self._final_step != trainer.global_step:
+            super().on_train_end(trainer, pl_module)
+
+
+def relocated(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``ModelCheckpoint``'s state with the paths of checkpoints in folder ``old`` moved to
+    ``new``: what it knew of a run folder that was since moved or renamed (Lightning otherwise
+    forgets which step checkpoints it wrote there, and never removes them)."""
+    def move(path: Any) -> Any:
+        return os.path.join(new, os.path.basename(path)) if path and os.path.dirname(path) == old else path
+    state = {key: move(value) if key.endswith("_path") else value for key, value in state.items()}
+    state["best_k_models"] = {move(path): score for path, score in state.get("best_k_models", {}).items()}
+    state["dirpath"] = new
+    return state
+
+
+def as_next_epoch_start(fit_loop: dict[str, Any]) -> None:
+    """Rewrite the state of Lightning's fit loop (``checkpoint["loops"]["fit_loop"]``), saved at
+    the end of an epoch whose work is all done, as the state at the start of the next epoch: every
+    epoch counter at the number of finished epochs, the epoch's batch counters at zero, no batch
+    marked last. That is the state Lightning starts an epoch from in a run that never stopped;
+    left as saved, its restore takes the epoch-end state for an unfinished epoch and runs a pass
+    of the next epoch's data under the old epoch number."""
+    for counters in fit_loop["epoch_progress"].values():  # "total" and "current"
+        counters.update(ready=counters["processed"], started=counters["processed"], completed=counters["processed"])
+    batches = fit_loop["epoch_loop.batch_progress"]
+    batches["current"].update(ready=0, started=0, processed=0, completed=0)
+    batches["is_last_batch"] = False
+
+
+def is_next_epoch_start(fit_loop: dict[str, Any]) -> bool:
+    """Whether the saved state of Lightning's fit loop is one that :func:`as_next_epoch_start` wrote."""
+    epochs, batches = fit_loop["epoch_progress"]["total"], fit_loop["epoch_loop.batch_progress"]
+    return (len({epochs["ready"], epochs["started"], epochs["processed"], epochs["completed"]}) == 1
+            and not any(batches["current"].values()) and not batches["is_last_batch"])
+
+
+def validation_due_on_restart(trainer: pl.Trainer, fit_loop: dict[str, Any]) -> bool:
+    """Whether Lightning 2.6's training-epoch loop, restarting from the epoch-start state
+    ``fit_loop`` (:func:`is_next_epoch_start`), finds a validation due before the epoch's first
+    batch: the validation epoch and batch rules of its ``_should_check_val_fx`` at batch index -1
+    (time-based validation intervals are never due at the start)."""
+    if not trainer.enable_validation:
+        return False
+    interval = trainer.val_check_interval
+    if trainer.check_val_every_n_epoch is None:  # every `interval` batches of the whole run
+        return isinstance(interval, int) and fit_loop["epoch_loop.batch_progress"]["total"]["ready"] % interval == 0
+    epoch = fit_loop["epoch_progress"]["current"]["completed"]
+    return (epoch + 1) % trainer.check_val_every_n_epoch == 0 and isinstance(interval, (int, float))
 
 
 class RunState(pl.Callback):

@@ -44,8 +44,9 @@ def manifold_points(size: int, latent_dim: int, dims: Sequence[int] = (0, 1)) ->
 class ImagesCallback(pl.Callback):
     """Logs ``images/manifold``, ``images/samples`` and ``images/reconstructions`` to TensorBoard
     with step = training samples evaluated, at the lower bound's log-spaced points (1, 2, 5 x
-    10^k samples) and at the end of training; the final ones are also saved as
-    ``images/<name>_<samples>.png`` in the run folder (a resumed run adds its own, later files).
+    10^k samples). At the end of a fit they are saved as ``images/<name>_<samples>.png`` in the
+    run folder (a resumed run adds its own, later files), not logged, so that a run stopped and
+    resumed logs the same points as one that never stopped.
 
     - manifold: decoder means on the :func:`manifold_points` grid, ``manifold_size`` squared
       (Appendix A: 20 x 20 for MNIST, 10 x 10 for Frey Face). For Nz > 2 it spans the latent
@@ -94,7 +95,6 @@ class ImagesCallback(pl.Callback):
         self.seed = seed
         self.schedule = LogSpacedSchedule(mantissas)
         self._shape: tuple[int, int] | None = None
-        self._last_logged = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
@@ -116,22 +116,20 @@ class ImagesCallback(pl.Callback):
         if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
             self._log(trainer, pl_module)
 
+    @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        images = self._log(trainer, pl_module, final=True)
+        # Saved as files, not logged: a run stopped off the schedule and resumed then logs the
+        # same points as the run that never stopped.
+        images = self.draw(pl_module)
         if images:
             self._folder.mkdir(parents=True, exist_ok=True)
             for name, image in images.items():
                 save_image(image, self._folder / f"{name}_{pl_module.samples_evaluated}.png")
 
     @rank_zero_only
-    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool = False) -> dict[str, Tensor]:
-        images = self.draw(pl_module)
-        # The end of training may fall on a schedule point: log each step once.
-        if not (final and self._last_logged == pl_module.samples_evaluated):
-            for name, image in images.items():
-                log_image_at_samples(trainer, f"images/{name}", image, pl_module.samples_evaluated)
-        self._last_logged = pl_module.samples_evaluated
-        return images
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name, image in self.draw(pl_module).items():
+            log_image_at_samples(trainer, f"images/{name}", image, pl_module.samples_evaluated)
 
     @torch.no_grad()
     def draw(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
@@ -153,12 +151,6 @@ class ImagesCallback(pl.Callback):
                 pairs = torch.stack([x.view(-1, self.nrow, x.shape[-1]), reconstruction.view(-1, self.nrow, x.shape[-1])], dim=1)
                 images["reconstructions"] = self._grid(pairs.reshape(-1, x.shape[-1]), shape, self.nrow)
         return images
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_logged": self._last_logged}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._last_logged = state_dict["last_logged"]
 
     @staticmethod
     def _grid(pixels: Tensor, shape: tuple[int, int], nrow: int, padding: int = 2) -> Tensor:

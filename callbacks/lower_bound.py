@@ -25,8 +25,10 @@ class LowerBoundCallback(pl.Callback):
       checkpoint and completed by a resumed run.
     - ``lower_bound/test``: the mean over the whole test split (``datamodule.test_dataloader()``)
       in eval mode, whenever training passes a point of the log-spaced schedule (1, 2, 5 x 10^k
-      samples by default), and at the end of training. It runs the model's own ``test_step``
-      and ``log_bound``, so it is the number ``train.py test`` gives for the same state.
+      samples by default). It runs the model's own ``test_step`` and ``log_bound``, so it is the
+      number ``train.py test`` gives for the same state. At the end of a fit off the schedule the
+      test bound is evaluated and printed, not logged: the curve of a run stopped and resumed
+      then holds the same points as the run that never stopped.
 
     Models without a recognition model (``has_encoder`` false: ``MCEM``) have no lower bound;
     for them it does nothing. Per step it only adds two tensors; means are reduced with
@@ -47,6 +49,7 @@ class LowerBoundCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
+        self._strategy = trainer.strategy  # to gather every rank's running sums into checkpoints
         self._active = pl_module.has_encoder
         if not self._active:
             rank_zero_info(f"{type(pl_module).__name__} has no recognition model q(z|x), hence no lower bound: "
@@ -79,12 +82,15 @@ class LowerBoundCallback(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._active and self._last_test != pl_module.samples_evaluated:
-            self.evaluate_test(trainer, pl_module)
+            value = self.evaluate_test(trainer, pl_module, log=False)
+            if value is not None:
+                rank_zero_info(f"lower_bound/test = {value:.2f} nats per datapoint at the end of the fit "
+                               f"({pl_module.samples_evaluated:,} samples; off the logging schedule, so not logged)")
 
     @torch.no_grad()
-    def evaluate_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float | None:
+    def evaluate_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> float | None:
         """The model's lower bound on the test split, in eval mode, logged at the current sample
-        count (``None`` without a data module to give the test split)."""
+        count when ``log`` (``None`` without a data module to give the test split)."""
         datamodule = trainer.datamodule
         if datamodule is None:
             rank_zero_warn("LowerBoundCallback needs a LightningDataModule for the test split; lower_bound/test is not logged.")
@@ -93,12 +99,25 @@ class LowerBoundCallback(pl.Callback):
         with evaluating(pl_module):
             for batch_idx, batch in enumerate(datamodule.test_dataloader()):
                 pl_module.test_step(pl_module.transfer_batch_to_device(batch, pl_module.device, 0), batch_idx)
-        return pl_module.log_bound("lower_bound/test", pl_module.test_bound)
+        if log:
+            return pl_module.log_bound("lower_bound/test", pl_module.test_bound)
+        value = pl_module.test_bound.compute().item()
+        pl_module.test_bound.reset()
+        return value
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sum": self._sum.item(), "count": self._count, "last_test": self._last_test}
+        """The running sums of the pass in progress, one per rank (gathered: Lightning saves
+        checkpoints from rank 0, and every rank called this), so that a resumed run continues
+        each rank's sums and logs the pass's mean as the run that never stopped."""
+        local = torch.stack([self._sum.to(torch.float64), torch.tensor(self._count, dtype=torch.float64, device=self._sum.device)])
+        gathered = self._strategy.all_gather(local).reshape(-1, 2).cpu()
+        return {"sum": gathered[:, 0].tolist(), "count": [int(c) for c in gathered[:, 1]], "last_test": self._last_test}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._sum = torch.tensor(state_dict["sum"], dtype=torch.float64)
-        self._count = state_dict["count"]
+        sums, counts = ([value] if not isinstance(value, list) else value for value in (state_dict["sum"], state_dict["count"]))
+        rank, world_size = self._strategy.global_rank, self._strategy.world_size
+        if len(sums) != world_size:  # saved by another number of processes: the pass's whole sums on rank 0
+            sums, counts = [sum(sums)] + [0.0] * (world_size - 1), [sum(counts)] + [0] * (world_size - 1)
+        self._sum = torch.tensor(sums[rank], dtype=torch.float64)
+        self._count = counts[rank]
         self._last_test = state_dict["last_test"]

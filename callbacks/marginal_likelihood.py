@@ -31,7 +31,9 @@ class MarginalLikelihoodCallback(pl.Callback):
       instead of at the encoder's mean.
 
     During ``fit`` (when ``during_fit``) at the log-spaced schedule's points from ``start`` on
-    and at the end of training; during ``test`` always, on the test points, printing both
+    (not at the end of a fit off the schedule: a run stopped and resumed logs the same points as
+    one that never stopped; ``train.py test`` evaluates any checkpoint); during ``test`` always,
+    on the test points, printing both
     estimates beside the lower bound of the same points. Under DDP each rank takes a shard of
     the points and the means are reduced with torchmetrics. It uses its own seeded generator,
     never the training noise, and differentiates with respect to z only: parameters and
@@ -61,7 +63,6 @@ class MarginalLikelihoodCallback(pl.Callback):
         self.start = start
         self.chunk_size = chunk_size
         self.seed = seed
-        self._last = -1
         #: The latest estimates, ``{"marginal_likelihood/test": ..., "lower_bound/test": ..., ...}``.
         self.results: dict[str, float] = {}
 
@@ -75,10 +76,6 @@ class MarginalLikelihoodCallback(pl.Callback):
         if self.during_fit and after >= self.start and self.schedule.due(max(before, self.start - 1), after):
             self.evaluate(trainer, pl_module, ("train", "test"))
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.during_fit and self._last != pl_module.samples_evaluated:
-            self.evaluate(trainer, pl_module, ("train", "test"))
-
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.evaluate(trainer, pl_module, ("test",))
 
@@ -89,7 +86,6 @@ class MarginalLikelihoodCallback(pl.Callback):
             raise TypeError("MarginalLikelihoodCallback reads the first points of each split from a data module "
                             "with splits (one of lit_vae.datamodules)")
         datamodule.setup()
-        self._last = pl_module.samples_evaluated
         results, started = {}, time.perf_counter()
         with evaluating(pl_module), torch.inference_mode(False):
             for split in splits:
@@ -128,9 +124,3 @@ class MarginalLikelihoodCallback(pl.Callback):
                 with torch.no_grad():
                     metrics["lower_bound"].update(pl_module.lower_bound(x, generator=generator))
         return {name: metric.compute().item() for name, metric in metrics.items()}
-
-    def state_dict(self) -> dict[str, int]:
-        return {"last": self._last}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._last = state_dict["last"]

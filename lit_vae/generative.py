@@ -139,6 +139,13 @@ class GenerativeModel(pl.LightningModule):
             self._noise = torch.Generator(device=self.device)
         return seeded_generator(int(self.noise_seed), self.global_rank, stream, *key, generator=self._noise)
 
+    def training_noise(self) -> torch.Generator:
+        """The generator of this training step's noise, keyed by the samples evaluated before the
+        step: a position that a resume restores exactly, however often the run was stopped (it
+        does not go through Lightning's epoch and batch counters). Call it before
+        :meth:`count_samples`."""
+        return self.noise_generator(TRAIN_STREAM, self.samples_evaluated)
+
     # ----------------------------------------------------------------- training
     def check_world_size(self, world_size: int) -> None:
         """``ValueError`` if this model cannot train on ``world_size`` processes (all of these

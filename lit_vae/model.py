@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 
 from lit_vae.datamodules.batches import Batch
 from lit_vae.estimators import ESTIMATORS
-from lit_vae.generative import EVAL_STREAM, TRAIN_STREAM, GenerativeModel, check_positive
+from lit_vae.generative import EVAL_STREAM, GenerativeModel, check_positive
 from lit_vae.logging import log_at_samples
 
 
@@ -57,7 +57,7 @@ class VAE(GenerativeModel):
 
     # ----------------------------------------------------------------- AEVB (Algorithm 1)
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        generator = self.noise_generator(TRAIN_STREAM, self.current_epoch, batch_idx)
+        generator = self.training_noise()
         bound = self.lower_bound(batch.x, self.hparams.num_samples, generator)
         # Eq. 8 per datapoint; the parameter prior enters as Adagrad's weight decay.
         loss = -bound.mean()

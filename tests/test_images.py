@@ -117,8 +117,9 @@ class TestDuringFit:
         events = EventAccumulator(str(file), size_guidance={IMAGES: 0})
         events.Reload()
         assert sorted(events.Tags()[IMAGES]) == list(TAGS)
-        # 1 to 50 samples fall in the first step (100 samples); 3,000 is the end of training.
-        points = [100, 200, 500, 1_000, 2_000, 3_000]
+        # 1 to 50 samples fall in the first step (100 samples); the end of training, 3,000, is off
+        # the schedule: its pictures are saved as files, not logged.
+        points = [100, 200, 500, 1_000, 2_000]
         for tag in TAGS:
             assert [event.step for event in events.Images(tag)] == points
         manifold = events.Images("images/manifold")[-1]

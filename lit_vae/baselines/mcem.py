@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from lit_vae.datamodules.batches import Batch
-from lit_vae.generative import TRAIN_STREAM, GenerativeModel, check_positive
+from lit_vae.generative import GenerativeModel, check_positive
 from lit_vae.hmc import hmc
 
 
@@ -87,7 +87,7 @@ class MCEM(GenerativeModel):
             )
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        z, accept = self.e_step(batch.x, batch.index, self.noise_generator(TRAIN_STREAM, self.current_epoch, batch_idx))
+        z, accept = self.e_step(batch.x, batch.index, self.training_noise())
         optimizer, warmup = self.optimizers(), self.lr_schedulers()
         for _ in range(self.hparams.updates_per_batch):
             loss = -self.log_joint(batch.x, z).mean()

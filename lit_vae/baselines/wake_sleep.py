@@ -7,7 +7,6 @@ from torch import Tensor
 
 from lit_vae.datamodules.batches import Batch
 from lit_vae.estimators import diagonal_normal_log_density
-from lit_vae.generative import TRAIN_STREAM
 from lit_vae.model import VAE
 
 
@@ -31,7 +30,7 @@ class WakeSleep(VAE):
     """
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        generator = self.noise_generator(TRAIN_STREAM, self.current_epoch, batch_idx)
+        generator = self.training_noise()
         bound = self.wake_bound(batch.x, generator)
         loss = -bound.mean() - self.sleep_log_density(batch.x.shape[0], generator).mean()
         self.check_finite(loss)

@@ -1,0 +1,107 @@
+"""Exact resume: a run stopped and resumed any number of times (on epoch ends, off them, after a
+validation; with another checkpoint interval; from a moved run folder) ends where the run that
+never stopped ends: the same parameters, optimizer state, loop position, checkpoint names, and
+every point TensorBoard shows."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALARS, EventAccumulator
+
+from lit_vae.events import read_scalars
+from tests.helpers import REPO, fit, load
+
+# 1,000 training images: 10 steps an epoch; validation after every second epoch (steps 20, 40, ...).
+ARGS = ("--model.init_args.hidden_dim=20", "--data.init_args.train_size=1000", "--trainer.check_val_every_n_epoch=2",
+        "--images.num_samples=4", "--images.num_reconstructions=0", "--images.manifold_size=2")
+# Stops: 30 ends an epoch, 45 is inside one, 60 ends an epoch and follows its validation; the run ends at 80.
+STOPS = (30, 45, 60, 80)
+
+
+def logged(run: Path) -> dict[str, list]:
+    """Every point TensorBoard shows for ``run`` (purges applied): scalars with their values, images by step."""
+    events = EventAccumulator(str(run), size_guidance={SCALARS: 0, IMAGES: 0})
+    events.Reload()
+    points: dict[str, list] = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()[SCALARS]}
+    points.update({tag: [e.step for e in events.Images(tag)] for tag in events.Tags()[IMAGES]})
+    return points
+
+
+def assert_same_run(whole: Path, parts: Path) -> None:
+    a, b = load(whole / "checkpoints" / "last.ckpt"), load(parts / "checkpoints" / "last.ckpt")
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    (sa,), (sb,) = a["optimizer_states"], b["optimizer_states"]
+    assert all(torch.equal(sa["state"][i][k], sb["state"][i][k]) for i in sa["state"] for k in sa["state"][i])
+    assert a["lr_schedulers"] == b["lr_schedulers"]  # Adagrad's warm-up
+    assert (a["epoch"], a["global_step"], a["loops"]) == (b["epoch"], b["global_step"], b["loops"])
+    assert sorted(p.name for p in (whole / "checkpoints").glob("*.ckpt")) == sorted(p.name for p in (parts / "checkpoints").glob("*.ckpt"))
+    whole_points, parts_points = logged(whole), logged(parts)
+    assert {"lower_bound/validation", "lower_bound/train", "lower_bound/test", "images/samples"} <= whole_points.keys()
+    assert parts_points == whole_points
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, data_dir) -> Path:
+    root = tmp_path_factory.mktemp("whole")
+    fit(root, data_dir, *ARGS, "--checkpoint.every_n_train_steps=10", f"--trainer.max_steps={STOPS[-1]}")
+    return root / "runs" / "mnist_nz20" / "version_0"
+
+
+@pytest.mark.slow
+class TestThreeResumes:
+    def test_the_same_settings(self, whole, tmp_path, data_dir):
+        for i, stop in enumerate(STOPS):
+            fit(tmp_path, data_dir, *ARGS, "--checkpoint.every_n_train_steps=10", f"--trainer.max_steps={stop}",
+                *(["--ckpt_path=last"] if i else []))
+        assert_same_run(whole, tmp_path / "runs" / "mnist_nz20" / "version_0")
+        validations = [step for step, _ in read_scalars(whole)["lower_bound/validation"]]
+        assert validations == [2_000, 4_000, 6_000, 8_000]  # the one at 6,000 came before the stop at step 60
+
+    def test_another_checkpoint_interval_each_time(self, whole, tmp_path, data_dir):
+        for i, (stop, every) in enumerate(zip(STOPS, (10, 7, 13, 10))):
+            fit(tmp_path, data_dir, *ARGS, f"--checkpoint.every_n_train_steps={every}", f"--trainer.max_steps={stop}",
+                *(["--ckpt_path=last"] if i else []))
+        assert_same_run(whole, tmp_path / "runs" / "mnist_nz20" / "version_0")
+
+    def test_a_moved_run_folder(self, whole, tmp_path, data_dir):
+        fit(tmp_path / "first", data_dir, *ARGS, "--checkpoint.every_n_train_steps=10", f"--trainer.max_steps={STOPS[0]}")
+        shutil.move(tmp_path / "first" / "runs", tmp_path / "moved" / "runs")
+        for stop in STOPS[1:]:
+            fit(tmp_path / "moved", data_dir, *ARGS, "--checkpoint.every_n_train_steps=10", f"--trainer.max_steps={stop}",
+                "--ckpt_path=last")
+        assert_same_run(whole, tmp_path / "moved" / "runs" / "mnist_nz20" / "version_0")
+
+
+def ddp_fit(root: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
+         f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+         "--trainer.strategy=ddp", "--trainer.devices=2", "--progress_bar.refresh_rate=0", *ARGS,
+         "--checkpoint.every_n_train_steps=4", "--trainer.max_steps=15", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.mark.slow
+def test_ddp_kill_mid_pass_then_resume_logs_the_uninterrupted_pass(tmp_path, data_dir):
+    """2 ranks x 100 datapoints a step: 5 steps a pass of 1,000. Both ranks are killed (SIGKILL,
+    nothing flushed) after 9 steps, 4 steps into the second pass; the resume starts from the
+    step-8 checkpoint, 3 steps into the pass, whose running sums each rank must get back: rank 1's
+    differ from rank 0's, and the pass's mean is over both."""
+    assert ddp_fit(tmp_path / "whole", data_dir).returncode == 0
+    killed = ddp_fit(tmp_path / "parts", data_dir, "--trainer.callbacks+=benchmarks.faults.KillAt", "--trainer.callbacks.step=9")
+    assert killed.returncode != 0
+    parts = tmp_path / "parts" / "runs" / "mnist_nz20" / "version_0"
+    assert load(parts / "checkpoints" / "last.ckpt")["global_step"] == 8
+    resumed = ddp_fit(tmp_path / "parts", data_dir, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = read_scalars(tmp_path / "whole" / "runs" / "mnist_nz20" / "version_0")["lower_bound/train"]
+    assert [step for step, _ in whole] == [1_000, 2_000, 3_000]
+    assert read_scalars(parts)["lower_bound/train"] == whole
+
