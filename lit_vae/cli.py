@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from importlib.resources import files
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
@@ -22,9 +22,17 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
 
 from lit_vae import runs
-from lit_vae.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint, RunState, check_checkpoint, read_checkpoint
+from lit_vae.callbacks.checkpoint import (
+    ARCHITECTURE,
+    AtomicCheckpointIO,
+    RunCheckpoint,
+    RunState,
+    check_checkpoint,
+    read_checkpoint,
+)
 from lit_vae.callbacks.images import ImagesCallback, manifold_points
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
@@ -93,10 +101,25 @@ class VAECLI(LightningCLI):
         would need arbitrary unpickling is refused here, with a message."""
         super().parse_arguments(parser, args)
         self.checkpoint: dict[str, Any] | None = None
-        self.run_lock: IO[str] | None = None  # held while a resumed fit writes into its run folder
         path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
         if path is not None and Path(path).is_file():
             self.checkpoint = self._read(path)
+            self._say_what_the_file_brings(path, self.config[self.config.subcommand].model)
+
+    def _say_what_the_file_brings(self, path: str, model: Namespace) -> None:
+        """A checkpoint given by path brings its own model class and architecture, which replace
+        the config's (LightningCLI's rule, applied next): say so where they differ, in one line."""
+        saved = self.checkpoint.get("hyper_parameters", {})
+        differences = []
+        saved_class, asked_class = saved.get("_class_path", ""), model.get("class_path", "")
+        if saved_class and saved_class.rpartition(".")[2] != asked_class.rpartition(".")[2]:
+            differences.append(f"a {saved_class.rpartition('.')[2]}, not a {asked_class.rpartition('.')[2]}")
+        asked = model.get("init_args") or {}
+        differences += [f"{key}={saved[key]}, not {asked[key]}" for key in ARCHITECTURE
+                        if key in saved and asked.get(key) is not None and saved[key] != asked[key]]
+        if differences:
+            rank_zero_info(f"--ckpt_path {path}: the model is built as this checkpoint was trained ({'; '.join(differences)}): "
+                           "a checkpoint given by path brings its own class and architecture.")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -157,13 +180,13 @@ class VAECLI(LightningCLI):
     @staticmethod
     def _find_last(config: Namespace, logger: Namespace | None) -> Path:
         if config.checkpoint.dirpath is not None:
-            path = Path(config.checkpoint.dirpath) / runs.LAST
-            if not path.is_file():
-                raise FileNotFoundError(f"--ckpt_path last: no {path}. Nothing to resume: start a fresh run without --ckpt_path.")
-            return path
+            try:
+                return runs.newest_state(Path(config.checkpoint.dirpath))
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"--ckpt_path last: {error}. Nothing to resume: start a fresh run without --ckpt_path.") from None
         if logger is None:
             raise FileNotFoundError("--ckpt_path last needs a logger or --checkpoint.dirpath to know where the run is")
-        return runs.newest_last_checkpoint(Path(logger.get("save_dir", ".")) / (logger.get("name") or ""))
+        return runs.resume_checkpoint(Path(logger.get("save_dir", ".")) / (logger.get("name") or ""))
 
     def _read(self, path: str | Path) -> dict[str, Any]:
         try:
@@ -206,23 +229,28 @@ class VAECLI(LightningCLI):
                     manifold_points(callback.manifold_size, self.model.latent_dim, callback.manifold_dims)
                 except ValueError as error:
                     self.parser.error(f"--images.{error}")
-        if self.subcommand == "fit" and self.checkpoint is not None and self.trainer.is_global_zero:
-            # Every check passed: from here on this process writes into the checkpoint's run.
-            checkpoints = Path(self.config.fit.ckpt_path).parent
-            run = runs.run_of_checkpoint(self.config.fit.ckpt_path)
-            try:
-                self.run_lock = runs.lock_folder(checkpoints.parent if run is not None else checkpoints)
-            except BlockingIOError as error:
-                self.parser.error(str(error))
+        if self.subcommand == "fit" and self.trainer.is_global_zero:
+            self._take_run_folder()
+
+    def _take_run_folder(self) -> None:
+        """Every check passed: from here on this process writes into its run folder. Lock it (a
+        second fit of the same folder is refused, naming this one's PID; the lock file also marks
+        the folder as a fit's for ``--ckpt_path last``), and on a resume remove what saves killed
+        midway left in the checkpoint folder."""
+        folder = self.trainer.log_dir if self.trainer.loggers else self.config.fit.checkpoint.dirpath
+        if folder is None:
+            return
+        try:
+            runs.lock_folder(Path(folder))
+        except BlockingIOError as error:
+            self.parser.error(str(error))
+        checkpoints = Path(self.config.fit.ckpt_path).parent if self.checkpoint is not None else None
+        if checkpoints is not None and Path(folder) in (checkpoints, checkpoints.parent):  # a folder this process holds
             AtomicCheckpointIO.remove_leftovers(checkpoints)
+            if isinstance(self.trainer.checkpoint_callback, RunCheckpoint):
+                self.trainer.checkpoint_callback.remove_orphans(checkpoints, self.checkpoint)
 
     before_validate = before_test = before_predict = before_fit
-
-    def after_fit(self) -> None:
-        """Release the run folder's lock (a process that stops otherwise releases it by ending)."""
-        if self.run_lock is not None:
-            self.run_lock.close()
-            self.run_lock = None
 
 
 def logger_args(logger: object) -> Namespace | None:
@@ -257,14 +285,17 @@ def shipped_config(name: str) -> str:
 
 def cli(args: list[str] | None = None) -> VAECLI:
     """Build and run the CLI on ``args`` (default: the command line); returns it, with its trainer."""
-    return VAECLI(
-        GenerativeModel,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        trainer_defaults=TRAINER_DEFAULTS,
-        save_config_callback=SaveConfigOnce,
-        args=None if args is None else shipped_configs(args),
-    )
+    try:
+        return VAECLI(
+            GenerativeModel,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            save_config_callback=SaveConfigOnce,
+            args=None if args is None else shipped_configs(args),
+        )
+    finally:  # the fit has ended (or failed): its run folder is free for the next
+        runs.release_folders()
 
 
 def main() -> None:

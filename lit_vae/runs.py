@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import IO, Any
 
+from lit_vae.callbacks.checkpoint import stored_step
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks of this kind; runs are not locked there
@@ -16,6 +18,8 @@ except ImportError:  # Windows: no advisory locks of this kind; runs are not loc
 
 LAST = "last.ckpt"
 LOCK = ".lock"
+
+_held: list[IO[str]] = []  # the lock files of the run folders this process writes to
 
 
 def dataset_name(class_path: str) -> str:
@@ -49,16 +53,36 @@ def refuse_used_version(folder: Path) -> None:
         )
 
 
-def newest_last_checkpoint(root: Path) -> Path:
-    """``last.ckpt`` of the newest ``version_<n>`` under ``root`` that has one;
-    ``FileNotFoundError`` with what to do instead when none has."""
-    for candidate in sorted(root.glob(f"version_*/checkpoints/{LAST}"), key=_version_number, reverse=True):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"--ckpt_path last: no {LAST} in {root}/version_*/checkpoints. Nothing to resume: start a fresh run "
-        "without --ckpt_path, or give a checkpoint file with --ckpt_path PATH."
-    )
+def newest_state(folder: Path) -> Path:
+    """The checkpoint in ``folder`` that holds the latest training step, by the step stored in
+    each file, not by its name (``last.ckpt`` on a tie: it is written after the step checkpoint of
+    the same step). A save killed between the two leaves the step checkpoint newer than
+    ``last.ckpt``; a run resumed with other checkpoint settings may name its files otherwise.
+    ``FileNotFoundError`` if ``folder`` holds no checkpoint."""
+    candidates = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint in {folder}")
+    return max(candidates, key=lambda path: (stored_step(path), path.name == LAST))
+
+
+def resume_checkpoint(root: Path) -> Path:
+    """What ``--ckpt_path last`` resumes: the newest state (:func:`newest_state`) of the newest
+    run folder ``root/version_<n>`` that a fit wrote to (it holds a ``.lock`` or ``checkpoints/``).
+    ``FileNotFoundError`` saying what to do when there is none, or when the newest run has no
+    checkpoint yet (it was stopped before its first): an older run is never taken in its place."""
+    fits = sorted((folder for folder in root.glob("version_*") if (folder / LOCK).exists() or (folder / "checkpoints").is_dir()),
+                  key=_version_number)
+    if not fits:
+        raise FileNotFoundError(
+            f"--ckpt_path last: no run under {root} to resume. Start a fresh run without --ckpt_path, "
+            "or give a checkpoint file with --ckpt_path PATH.")
+    try:
+        return newest_state(fits[-1] / "checkpoints")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"--ckpt_path last: {fits[-1]}, the newest run of {root.name}, has no checkpoint yet (it stopped before its "
+            "first). Start a fresh run without --ckpt_path, or continue an older run with --ckpt_path "
+            f"{root}/version_<n>/checkpoints/{LAST}.") from None
 
 
 def run_of_checkpoint(path: str | Path) -> tuple[Path, str, int] | None:
@@ -69,14 +93,15 @@ def run_of_checkpoint(path: str | Path) -> tuple[Path, str, int] | None:
     return (run.parent.parent, run.parent.name, int(version.group(1))) if version else None
 
 
-def lock_folder(folder: Path) -> IO[str] | None:
-    """An exclusive lock on ``folder`` (through ``folder/.lock``, which records the holder's PID),
-    held while the returned file stays open; ``BlockingIOError`` naming the holder if another
-    process has it. Two resumes of one run would otherwise write the same checkpoints and event
-    files at once."""
-    if fcntl is None:
-        return None
+def lock_folder(folder: Path) -> None:
+    """Take an exclusive lock on ``folder`` (through ``folder/.lock``, which records the holder's
+    PID) until :func:`release_folders` or the end of the process; ``BlockingIOError`` naming the
+    holder if another process has it. Two fits of one run would otherwise write the same
+    checkpoints and event files at once."""
     folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # no lock; the file still marks the folder as a fit's
+        (folder / LOCK).write_text(str(os.getpid()))
+        return
     handle = open(folder / LOCK, "a+")  # noqa: SIM115 - held open on purpose: the lock lives as long as it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -90,7 +115,13 @@ def lock_folder(folder: Path) -> IO[str] | None:
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
-    return handle
+    _held.append(handle)
+
+
+def release_folders() -> None:
+    """Release the locks this process took with :func:`lock_folder`."""
+    while _held:
+        _held.pop().close()
 
 
 def purge_step(checkpoint: dict[str, Any]) -> int:
@@ -99,5 +130,6 @@ def purge_step(checkpoint: dict[str, Any]) -> int:
     return checkpoint.get("samples_evaluated", 0) + 1
 
 
-def _version_number(path: Path) -> int:
-    return int(path.parent.parent.name.removeprefix("version_"))
+def _version_number(folder: Path) -> int:
+    number = folder.name.removeprefix("version_")
+    return int(number) if number.isdigit() else -1

@@ -1,5 +1,6 @@
 """Numerical trouble stops a run loudly and keeps the last good checkpoint."""
 
+import logging
 import math
 import os
 import random
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from lit_vae import runs
-from lit_vae.callbacks.checkpoint import AtomicCheckpointIO
+from lit_vae.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
 from lit_vae.events import read_scalars
 from lit_vae.interfaces import NonFiniteError
 from tests.helpers import REPO, evaluate, fit, parameters, snapshot
@@ -154,20 +155,36 @@ class TestBadCheckpoint:
     def test_last_without_any_checkpoint_under_test(self, tmp_path, data_dir, capsys):
         with pytest.raises(SystemExit):
             evaluate(tmp_path, data_dir, "last")
-        assert "Nothing to resume" in capsys.readouterr().err
+        assert "to resume. Start a fresh run" in capsys.readouterr().err
         assert list(tmp_path.iterdir()) == []
 
     def test_a_second_resume_while_the_first_runs(self, run, data_dir, capsys):
         """The first resume holds the run folder's lock: a second is refused, naming its PID."""
-        holder = runs.lock_folder(self.last(run).parent.parent)
+        runs.lock_folder(self.last(run).parent.parent)
         try:
             self.refused(run, data_dir, capsys, f"is in use by another run (PID {os.getpid()})", "--ckpt_path=last")
         finally:
-            holder.close()
+            runs.release_folders()
 
     def test_other_latent_size_on_resume(self, run, data_dir, capsys):
         self.refused(run, data_dir, capsys, "was trained with latent_dim=20, but this run has latent_dim=5",
                      "--ckpt_path=last", "--model.init_args.latent_dim=5", "--trainer.logger.init_args.name=mnist_nz20")
+
+    def test_a_newest_run_stopped_before_its_first_checkpoint(self, tmp_path, data_dir, capsys):
+        """``last`` takes neither the stopped run (nothing to resume) nor the older one behind it."""
+        fit(tmp_path, data_dir, *SMALL)
+        with pytest.raises(NonFiniteError):  # version_1 stops at step 6, before its first checkpoint (step 10)
+            fit(tmp_path, data_dir, *SMALL, *inject(5))
+        self.refused(tmp_path, data_dir, capsys, "version_1, the newest run of mnist_nz20, has no checkpoint yet",
+                     "--ckpt_path=last")
+
+    def test_a_file_of_another_architecture_says_it_brings_its_own(self, run, tmp_path, data_dir, caplog):
+        """By path, LightningCLI's rule: the checkpoint's class and architecture replace the config's; one line says so."""
+        caplog.set_level(logging.INFO)
+        result = evaluate(tmp_path, data_dir, self.last(run), "--model.init_args.latent_dim=5", "--model.init_args.hidden_dim=500",
+                          "--marginal_likelihood.settings.num_datapoints=10", "--marginal_likelihood.settings.importance_samples=10")
+        assert "the model is built as this checkpoint was trained (latent_dim=20, not 5; hidden_dim=50, not 500)" in caplog.text
+        assert (result.model.hparams.latent_dim, result.model.hparams.hidden_dim) == (20, 50)
 
 
 @pytest.mark.slow
@@ -181,6 +198,33 @@ class TestCleanup:
         fit(tmp_path, data_dir, "--model.init_args.hidden_dim=50", "--trainer.max_steps=30", "--ckpt_path=last")
         assert not any(path.exists() for path in leftovers)
         assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 30
+
+
+class TestCleanupRules:
+    """What a resume removes from its checkpoint folder, and that it touches nothing else."""
+
+    def test_leftovers_and_orphans_go_and_nothing_else_changes(self, tmp_path):
+        folder = tmp_path / "checkpoints"
+        folder.mkdir()
+        state = {"best_k_models": {str(folder / "epoch=1-step=600.ckpt"): None}, "best_model_path": "",
+                 "kth_best_model_path": "", "last_model_path": str(folder / "last.ckpt"), "dirpath": str(folder)}
+        callback = RunCheckpoint(every_n_train_steps=200)
+        checkpoint = {"global_step": 600, "callbacks": {callback.state_key: state}}
+        kept = ["last.ckpt", "epoch=1-step=600.ckpt", "epoch=2-step=800.ckpt", "mine.ckpt", "notes.txt"]
+        for name in kept:
+            (folder / name).write_bytes(name.encode())
+        gone = [".last.ckpt.k3j2.tmp", "epoch=0-step=400.ckpt"]  # a killed save's temporary; the file step 600 replaced
+        for name in gone:
+            (folder / name).write_bytes(b"x")
+        assert [p.name for p in AtomicCheckpointIO.remove_leftovers(folder)] == [gone[0]]
+        assert [p.name for p in callback.remove_orphans(folder, checkpoint)] == [gone[1]]
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == {name: name.encode() for name in kept}
+
+    def test_custom_file_names_are_never_removed(self, tmp_path):
+        (tmp_path / "epoch=0-step=400.ckpt").write_bytes(b"x")
+        callback = RunCheckpoint(every_n_train_steps=200, filename="{step}")
+        checkpoint = {"global_step": 600, "callbacks": {callback.state_key: {"best_k_models": {}}}}
+        assert callback.remove_orphans(tmp_path, checkpoint) == [] and (tmp_path / "epoch=0-step=400.ckpt").exists()
 
 
 @pytest.mark.slow

@@ -1,6 +1,10 @@
 """The run-folder policy: names, which checkpoint ``last`` means, refusals, purge marks."""
 
+import fcntl
+import os
+
 import pytest
+import torch
 
 from lit_vae import runs
 
@@ -12,17 +16,55 @@ def test_dataset_and_run_names():
     assert runs.run_name("lit_vae.datamodules.FreyFaceDataModule", "lit_vae.baselines.WakeSleep", 10) == "frey_face_nz10_wake_sleep"
 
 
-def test_last_is_the_newest_version_that_has_a_checkpoint(tmp_path):
+def save(path, step):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": step}, path)
+
+
+def test_last_is_the_newest_state_of_the_newest_run(tmp_path):
     for version in (2, 9, 10):
-        (tmp_path / f"version_{version}" / "checkpoints").mkdir(parents=True)
-        (tmp_path / f"version_{version}" / "checkpoints" / "last.ckpt").write_bytes(b"")
-    (tmp_path / "version_11").mkdir()  # no checkpoint yet
-    assert runs.newest_last_checkpoint(tmp_path) == tmp_path / "version_10" / "checkpoints" / "last.ckpt"  # not 9: numbers
+        save(tmp_path / f"version_{version}" / "checkpoints" / "last.ckpt", 100 * version)
+    (tmp_path / "version_11").mkdir()  # opened by something else than a fit (no lock, no checkpoints): not a run
+    (tmp_path / "version_11" / "config.yaml").write_text("{}")
+    assert runs.resume_checkpoint(tmp_path) == tmp_path / "version_10" / "checkpoints" / "last.ckpt"  # not 9: numbers
 
 
-def test_last_without_any_checkpoint_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Nothing to resume"):
-        runs.newest_last_checkpoint(tmp_path)
+def test_the_newest_state_is_found_by_the_step_it_holds(tmp_path):
+    folder = tmp_path / "checkpoints"
+    save(folder / "last.ckpt", 400)
+    save(folder / "epoch=1-step=600.ckpt", 600)  # a save killed before last.ckpt was written
+    save(folder / "last-v1.ckpt", 500)
+    assert runs.newest_state(folder) == folder / "epoch=1-step=600.ckpt"
+    save(folder / "last.ckpt", 600)
+    assert runs.newest_state(folder) == folder / "last.ckpt"  # a tie goes to last.ckpt
+    (folder / "epoch=2-step=700.ckpt").write_bytes(b"damaged")  # chosen, so that reading it refuses it loudly
+    assert runs.newest_state(folder) == folder / "epoch=2-step=700.ckpt"
+
+
+def test_a_newest_run_without_a_checkpoint_is_refused_by_name(tmp_path):
+    save(tmp_path / "version_1" / "checkpoints" / "last.ckpt", 100)
+    (tmp_path / "version_2").mkdir()
+    (tmp_path / "version_2" / runs.LOCK).write_text("123")  # a fit stopped before its first checkpoint
+    with pytest.raises(FileNotFoundError, match=r"version_2, the newest run of .* has no checkpoint yet"):
+        runs.resume_checkpoint(tmp_path)
+
+
+def test_last_without_any_run_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run under .* to resume"):
+        runs.resume_checkpoint(tmp_path)
+
+
+def test_a_folder_lock_names_its_holder_and_is_released(tmp_path):
+    runs.lock_folder(tmp_path / "run")
+    try:
+        with open(tmp_path / "run" / runs.LOCK, "a+") as other, pytest.raises(BlockingIOError):  # as another process would
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BlockingIOError, match=f"in use by another run \\(PID {os.getpid()}\\)"):
+            runs.lock_folder(tmp_path / "run")
+    finally:
+        runs.release_folders()
+    runs.lock_folder(tmp_path / "run")
+    runs.release_folders()
 
 
 def test_a_used_version_folder_is_refused(tmp_path):
