@@ -1,16 +1,22 @@
-"""Fault injection: a real MNIST run killed with SIGKILL at random moments, resumed each time.
+"""Fault injection: a real MNIST run killed with SIGKILL again and again, resumed each time.
 
-    python benchmarks/faults.py                # 5 kills over 10^6 samples of configs/mnist.yaml
+    python benchmarks/faults.py                # 10 kills over 10^6 samples of configs/mnist.yaml
 
-1. ``train.py fit --config configs/mnist.yaml`` to ``--samples`` training samples, uninterrupted.
-2. The same run, started and then killed (SIGKILL from outside: no handler runs, nothing is
-   flushed) at ``--kills`` random moments, each time after its newest checkpoint has appeared
-   and at a uniformly random time within the next ``--window`` seconds (so a kill can land
-   anywhere: in a step, in an evaluation, while a checkpoint is being written), then resumed
-   with ``--ckpt_path last``; after the last kill it runs to the end.
-3. Prints where each kill struck (the step of the checkpoint the resume started from), whether
-   the final parameters are identical, and whether the logged curves (as TensorBoard shows
-   them) are identical, point for point.
+1. ``train.py fit --config configs/mnist.yaml`` to ``--samples`` training samples, uninterrupted,
+   with a validation after every second epoch (``--validate-every 2``) and a checkpoint at every
+   third epoch end (``--checkpoint-every 1500``): checkpoints on epoch ends (where Lightning's own
+   counters lag after a resume), alternately before an epoch that ends with a validation and one
+   that does not, and up to three epochs apart, so that a kill can lose several epochs with a
+   validation among them.
+2. The same run, killed ``--kills`` times and resumed with ``--ckpt_path last`` after each kill.
+   The kill points are drawn at random: ``--kills`` distinct training steps, uniform over the
+   whole run (``random.Random(--seed).sample``), sorted. At each, the process sends itself
+   SIGKILL at the start of that step (``KillAt``: no handler runs, nothing is flushed), so a
+   kill lands anywhere in the run's schedule: mid-epoch, right after an epoch end, after a
+   validation, several epochs past the checkpoint it will resume from, or before the first.
+3. Prints each kill (its step and epoch, the checkpoint the resume started from, whether a
+   validation lay in between), whether the final parameters and Adagrad state are identical, and
+   whether every logged point (as TensorBoard shows it: tags, steps and values) is identical.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,69 +59,90 @@ def command(runs: Path, steps: int, data_dir: str, *extra: str) -> list[str]:
             f"--data.init_args.data_dir={data_dir}", "--progress_bar.refresh_rate=0", *extra]
 
 
-def run_with_kills(runs: Path, steps: int, data_dir: str, kills: int, window: float, rng: random.Random, env: dict,
-                   *args: str) -> list[int]:
-    """Start, kill ``kills`` times, resume each time, finish; returns the step each resume started from."""
+def run_with_kills(runs: Path, steps: int, data_dir: str, kill_steps: list[int], env: dict, *args: str) -> list[int]:
+    """Start, kill at each of ``kill_steps``, resume each time, finish; returns the step each resume
+    started from (0: the kill came before the first checkpoint, and the run was started over, as
+    ``--ckpt_path last`` then tells the user to do)."""
     checkpoints = runs / "mnist_nz20" / "version_0" / "checkpoints"
     resumed_from = []
-    for kill in range(kills + 1):
-        extra = (*args, "--ckpt_path=last") if kill else args
-        if kill:
-            resumed_from.append(torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"])
-        before = (checkpoints / "last.ckpt").stat().st_mtime if kill else 0.0
-        process = subprocess.Popen(command(runs, steps, data_dir, *extra), cwd=REPO, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if kill == kills:
-            break
-        # wait for a checkpoint newer than the one resumed from, then strike at a random moment
-        while process.poll() is None and not ((checkpoints / "last.ckpt").exists()
-                                               and (checkpoints / "last.ckpt").stat().st_mtime > before):
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, window))
-        if process.poll() is not None:
-            raise SystemExit("the run finished before the kill: use more --samples or a shorter --window")
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    if process.wait() != 0:
-        raise SystemExit(f"the final resumed run failed with exit code {process.returncode}")
+    for i, kill in enumerate([*kill_steps, None]):
+        steps_held = [torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+                      for path in checkpoints.glob("*.ckpt")]
+        if i:
+            resumed_from.append(max(steps_held, default=0))
+        if steps_held:
+            extra = [*args, "--ckpt_path=last"]
+        else:  # nothing to resume: start over in the same folder
+            shutil.rmtree(runs, ignore_errors=True)
+            extra = list(args)
+        if kill is not None:
+            extra += ["--trainer.callbacks+=benchmarks.faults.KillAt", f"--trainer.callbacks.step={kill}"]
+        code = subprocess.run(command(runs, steps, data_dir, *extra), cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        if kill is not None and code != -signal.SIGKILL:
+            raise SystemExit(f"the run meant to be killed at step {kill} ended with exit code {code}")
+    if code != 0:
+        raise SystemExit(f"the final resumed run failed with exit code {code}")
     return resumed_from
+
+
+def same_state(a: dict, b: dict) -> bool:
+    """Bit-identical parameters and optimizer state."""
+    (sa,), (sb,) = a["optimizer_states"], b["optimizer_states"]
+    parameters = a["state_dict"].keys() == b["state_dict"].keys() and all(
+        torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    return parameters and all(torch.equal(sa["state"][i][k], sb["state"][i][k]) for i in sa["state"] for k in sa["state"][i])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1_000_000, help="training samples of each run (M = 100)")
-    parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--window", type=float, default=8.0, help="seconds after a new checkpoint within which to kill")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="--checkpoint.every_n_train_steps")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--checkpoint-every", type=int, default=1500, help="--checkpoint.every_n_train_steps")
+    parser.add_argument("--validate-every", type=int, default=2, help="--trainer.check_val_every_n_epoch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=os.environ.get("LIT_VAE_DATA_DIR", "data"))
     args = parser.parse_args()
     steps = args.samples // 100
+    kill_steps = sorted(random.Random(args.seed).sample(range(1, steps), args.kills))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    every = f"--checkpoint.every_n_train_steps={args.checkpoint_every}"
+    settings = (f"--checkpoint.every_n_train_steps={args.checkpoint_every}", f"--trainer.check_val_every_n_epoch={args.validate_every}")
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         whole, parts = Path(tmp) / "whole", Path(tmp) / "parts"
-        subprocess.run(command(whole, steps, args.data_dir, every), cwd=REPO, env=env, check=True,
+        subprocess.run(command(whole, steps, args.data_dir, *settings), cwd=REPO, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        resumed_from = run_with_kills(parts, steps, args.data_dir, args.kills, args.window, random.Random(args.seed), env, every)
+        resumed_from = run_with_kills(parts, steps, args.data_dir, kill_steps, env, *settings)
         run = Path("mnist_nz20") / "version_0"
-        a = torch.load(whole / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        b = torch.load(parts / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        same_parameters = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        a = torch.load(whole / run / "checkpoints" / "last.ckpt", weights_only=True)
+        b = torch.load(parts / run / "checkpoints" / "last.ckpt", weights_only=True)
         curves_a, curves_b = read_scalars(whole / run), read_scalars(parts / run)
-        same_curves = curves_a == curves_b
         differences = [f"  {tag}: uninterrupted {curves_a.get(tag)}\n  {tag}: killed      {curves_b.get(tag)}"
                        for tag in sorted(curves_a.keys() | curves_b.keys()) if curves_a.get(tag) != curves_b.get(tag)]
         points = sum(len(v) for v in curves_b.values())
+        validations = [step // 100 for step, _ in curves_a.get("lower_bound/validation", [])]
         leftovers = sorted(p.name for p in (parts / run / "checkpoints").iterdir() if p.name.startswith("."))
-    print(f"{args.kills} SIGKILLs over {args.samples:,} samples of configs/mnist.yaml (checkpoint every "
-          f"{args.checkpoint_every} steps); resumed from steps {resumed_from}")
-    print(f"final parameters identical to the uninterrupted run: {same_parameters}")
-    print(f"logged curves identical, point for point ({points} points): {same_curves}")
+        names_a, names_b = (sorted(p.name for p in (root / run / "checkpoints").glob("*.ckpt")) for root in (whole, parts))
+    steps_per_epoch = 50_000 // 100
+    print(f"{args.kills} SIGKILLs over {args.samples:,} samples of configs/mnist.yaml (checkpoint every {args.checkpoint_every} "
+          f"steps, validation every {args.validate_every} epochs of {steps_per_epoch} steps), kill steps drawn with seed {args.seed}:")
+    for kill, start in zip(kill_steps, resumed_from):
+        epoch, batch = divmod(kill, steps_per_epoch)
+        after = [v for v in validations if start < v <= kill]
+        passed = f", past the validations at steps {after}" if after else ""
+        print(f"  killed at step {kill} (epoch {epoch}, {batch} steps in), "
+              + (f"resumed from the step-{start} checkpoint" if start else "before the first checkpoint: started over")
+              + f" ({kill - start} steps lost{passed})")
+    print(f"final parameters and Adagrad state identical to the uninterrupted run: {same_state(a, b)}")
+    position = [(c["epoch"], c["global_step"], c["loops"]) for c in (a, b)]
+    print(f"loop position identical (epoch, step, Lightning's loop state): {position[0] == position[1]}")
+    print(f"checkpoint files identical by name: {names_a == names_b} ({names_b})")
+    print(f"logged curves identical, point for point ({points} points): {not differences}")
     for difference in differences:
         print(difference)
     print(f"temporary checkpoint files left behind: {leftovers or 'none'}")
+    print(f"wall-clock time of both runs: {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
