@@ -127,14 +127,12 @@ class TestCommandLine:
         ("--model.init_args.no_such_option=1", "no_such_option"),
         ("--data.init_args.binarize=sometimes", "binarize"),
     ])
-    def test_invalid_values_fail_before_anything_is_written(self, tmp_path, data_dir, argument, message):
-        result = subprocess.run(
-            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-             f"--data.init_args.data_dir={data_dir}", argument],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )
-        assert result.returncode == 2
-        assert message in result.stderr
+    def test_invalid_values_fail_before_anything_is_written(self, tmp_path, data_dir, argument, message, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)  # where the default run folder would go
+        with pytest.raises(SystemExit) as stopped:
+            cli(["fit", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}", argument])
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err
         assert list(tmp_path.iterdir()) == []
 
     def test_print_config(self, tmp_path):
