@@ -16,6 +16,7 @@ import random
 import re
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,13 @@ def non_finite_entries(checkpoint: dict[str, Any]) -> list[str]:
     return broken
 
 
+def architecture_differences(saved: Mapping[str, Any], asked: Mapping[str, Any]) -> list[str]:
+    """The :data:`ARCHITECTURE` hyperparameters that both ``saved`` and ``asked`` set (not
+    ``None``) and that differ between them."""
+    return [key for key in ARCHITECTURE
+            if saved.get(key) is not None and asked.get(key) is not None and saved[key] != asked[key]]
+
+
 def check_checkpoint(checkpoint: dict[str, Any], path: str | Path, model: pl.LightningModule) -> None:
     """``ValueError`` with a message that says what is wrong if ``checkpoint`` (read from ``path``)
     holds another model class or was trained with another architecture (latent size, hidden
@@ -109,7 +117,7 @@ def check_checkpoint(checkpoint: dict[str, Any], path: str | Path, model: pl.Lig
             "or select the model class it was trained with (--model)"
         )
     hparams = checkpoint.get("hyper_parameters", {})
-    different = [k for k in ARCHITECTURE if k in hparams and k in model.hparams and hparams[k] != model.hparams[k]]
+    different = architecture_differences(hparams, model.hparams)
     mismatched = [k for k in saved if saved[k].shape != expected[k].shape]
     if different or mismatched:
         saved_config = ", ".join(f"{k}={hparams[k]}" for k in different) or f"other shapes of {', '.join(mismatched[:3])}"

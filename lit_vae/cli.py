@@ -26,10 +26,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_vae import runs
 from lit_vae.callbacks.checkpoint import (
-    ARCHITECTURE,
     AtomicCheckpointIO,
     RunCheckpoint,
     RunState,
+    architecture_differences,
     check_checkpoint,
     read_checkpoint,
 )
@@ -115,8 +115,7 @@ class VAECLI(LightningCLI):
         if saved_class and saved_class.rpartition(".")[2] != asked_class.rpartition(".")[2]:
             differences.append(f"a {saved_class.rpartition('.')[2]}, not a {asked_class.rpartition('.')[2]}")
         asked = model.get("init_args") or {}
-        differences += [f"{key}={saved[key]}, not {asked[key]}" for key in ARCHITECTURE
-                        if key in saved and asked.get(key) is not None and saved[key] != asked[key]]
+        differences += [f"{key}={saved[key]}, not {asked[key]}" for key in architecture_differences(saved, asked)]
         if differences:
             rank_zero_info(f"--ckpt_path {path}: the model is built as this checkpoint was trained ({'; '.join(differences)}): "
                            "a checkpoint given by path brings its own class and architecture.")
@@ -153,8 +152,9 @@ class VAECLI(LightningCLI):
             self.parser.error(f"--checkpoint.every_n_train_steps must be >= 0 (0: no step checkpoints), got {every}")
 
     def _find_checkpoint(self, config: Namespace, logger: Namespace | None) -> None:
-        """Resolve ``--ckpt_path last`` (for every subcommand) to the newest run's ``last.ckpt``
-        and read it; refuse a path that names no file, rather than run on an untrained model."""
+        """Resolve ``--ckpt_path last`` (for every subcommand) to the newest state of the newest
+        run (:func:`runs.resume_checkpoint`) and read it; refuse a path that names no file, rather
+        than run on an untrained model."""
         if config.ckpt_path == "last":
             try:
                 path = self._find_last(config, logger)
