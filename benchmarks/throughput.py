@@ -18,6 +18,13 @@
    N = 1,000): ``configs/figure3_n1000{,_wake_sleep,_mcem}.yaml`` unchanged except that the
    marginal likelihood is not evaluated during training. Steady-state speed is the difference of
    two runs, k and 2k minibatches long: k M / (t(2k) - t(k)), so start-up cancels.
+6. Frey Face (``--sections frey``): the plain loop of the 560-200-10 Gaussian model against
+   ``train.py fit --config configs/frey_face.yaml``, read as in 3. Its epochs are 16 minibatches,
+   so what Lightning and the callbacks cost per epoch shows here.
+7. The sweep (``--sections sweep``): ``lit-vae reproduce``'s local pool running W copies of the
+   MNIST Nz = 20 run at once, one torch thread each, against one such run alone. Each run's rate
+   is its samples over its training seconds (``progress.json``, start-up left out); the sweep's
+   aggregate is their sum.
 
 Peak memory is the subprocess's maximum resident set size.
 """
@@ -37,22 +44,25 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lit_vae import VAE, sgvb_b  # noqa: E402
-from lit_vae.datamodules import MNISTDataModule  # noqa: E402
+from lit_vae import VAE, sgvb_b, sweep  # noqa: E402
+from lit_vae.callbacks.progress import read_progress  # noqa: E402
+from lit_vae.datamodules import FreyFaceDataModule, MNISTDataModule  # noqa: E402
 from lit_vae.events import read_events  # noqa: E402
-from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPEncoder, init_normal_  # noqa: E402
+from lit_vae.networks import DECODERS, GaussianMLPEncoder, init_normal_  # noqa: E402
 
 
 def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 100, hidden_dim: int = 500,
-               latent_dim: int = 20, fused: bool = True) -> float:
+               latent_dim: int = 20, fused: bool = True, likelihood: str = "bernoulli") -> float:
     """Samples per second of a hand-written AEVB loop (Algorithm 1) over ``steps`` minibatches,
     with the fused Adagrad kernel (as ``VAE`` uses on the CPU) or torch's default one."""
     torch.manual_seed(0)
-    encoder, decoder = GaussianMLPEncoder(784, hidden_dim, latent_dim), BernoulliMLPDecoder(latent_dim, hidden_dim, 784)
+    dim = data.shape[1]
+    encoder, decoder = GaussianMLPEncoder(dim, hidden_dim, latent_dim), DECODERS[likelihood](latent_dim, hidden_dim, dim)
     params = [*encoder.parameters(), *decoder.parameters()]
     for module in (encoder, decoder):
         init_normal_(module, 0.01)
@@ -118,10 +128,11 @@ def train(config: str, steps: int, threads: int, data_dir: str, runs: str, *extr
     return time.perf_counter() - start
 
 
-def lightning_fit(epochs: int, threads: int, data_dir: str, *extra: str) -> tuple[float, float]:
+def lightning_fit(epochs: int, threads: int, data_dir: str, *extra: str, config: str = "mnist.yaml",
+                  steps_per_epoch: int = 500) -> tuple[float, float]:
     """(samples per second from the second epoch end to the last, peak RSS in MiB) of ``train.py fit``."""
     with tempfile.TemporaryDirectory() as runs:
-        train("mnist.yaml", epochs * 500, threads, data_dir, runs, *extra)
+        train(config, epochs * steps_per_epoch, threads, data_dir, runs, *extra)
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         epoch_ends = read_events(runs)["lower_bound/train"]
         first, last = epoch_ends[1], epoch_ends[-1]
@@ -137,16 +148,57 @@ def steady_rate(config: str, minibatches: int, threads: int, data_dir: str, step
     return minibatches * 100 / (long - short)
 
 
+def sweep_rates(workers: int, samples: int, data_dir: str) -> list[float]:
+    """Samples per second of each of ``workers`` copies of the MNIST Nz = 20 run trained at once
+    by the sweep's local pool, one torch thread each."""
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = Path(folder) / "manifest.yaml"
+        runs = [{"name": f"copy{i}", "figure": 2, "panel": "mnist_nz20", "config": "mnist", "samples": samples,
+                 "args": {"data.init_args.data_dir": data_dir}} for i in range(workers)]
+        manifest.write_text(yaml.safe_dump({"runs": runs}))
+        plans = [sweep.Plan(spec, samples, Path(folder) / "out", 1, 1) for spec in sweep.load_manifest(manifest)]
+        with open(os.devnull, "w") as quiet:
+            sweep.run_local(plans, workers, report=quiet)
+        return [read_progress(sweep.status(plan).folder)["samples_per_second"] for plan in plans]
+
+
+SECTIONS = ("fit", "baselines", "frey", "sweep")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=20, help="epochs of 500 steps for each Lightning run")
     parser.add_argument("--data-dir", default=os.environ.get("LIT_VAE_DATA_DIR", "data"))
-    parser.add_argument("--no-baselines", action="store_true", help="skip the Figure 3 comparison of the baselines")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="what to measure: MNIST's loops and fits, the baselines, Frey Face, the sweep (default: all)")
+    parser.add_argument("--no-baselines", action="store_true", help="all sections but the baselines")
     parser.add_argument("--baselines-only", action="store_true", help="only AEVB's fit and the baselines against it")
     parser.add_argument("--baseline-batches", type=int, default=2000, help="k, minibatches of the shorter baseline run")
+    parser.add_argument("--frey-epochs", type=int, default=400, help="epochs of 16 steps for Frey Face's fit")
+    parser.add_argument("--sweep-workers", type=int, default=2, help="W, runs at once in the sweep")
+    parser.add_argument("--sweep-samples", type=int, default=2_000_000, help="training samples of each sweep run")
     args = parser.parse_args()
+    sections = set(args.sections) - ({"baselines"} if args.no_baselines else set())
+    if args.baselines_only:
+        sections = {"fit", "baselines"}
     torch.set_num_threads(args.threads)
+    if "frey" in sections:
+        frey = FreyFaceDataModule(data_dir=args.data_dir, download=False)
+        frey.setup()
+        plain = plain_loop(frey.splits["train"], steps=(args.frey_epochs - 2) * 16, warmup=200, hidden_dim=200, latent_dim=10,
+                           likelihood="gaussian")
+        print(f"Frey Face 560-200-10, plain loop, fused Adagrad  {plain:9.0f} samples/s", flush=True)
+        fit, _ = lightning_fit(args.frey_epochs, args.threads, args.data_dir, config="frey_face.yaml", steps_per_epoch=16)
+        print(f"Frey Face, train.py fit                          {fit:9.0f} samples/s  = {fit / plain:.2f} x plain", flush=True)
+    if "sweep" in sections:
+        (alone,) = sweep_rates(1, args.sweep_samples, args.data_dir)
+        rates = sweep_rates(args.sweep_workers, args.sweep_samples, args.data_dir)
+        print(f"sweep, 1 run alone, 1 thread                     {alone:9.0f} samples/s", flush=True)
+        print(f"sweep, {args.sweep_workers} runs at once, 1 thread each            {sum(rates):9.0f} samples/s  = "
+              f"{sum(rates) / alone:.2f} x one run alone  (per run: {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
+    if "fit" not in sections:
+        return
 
     if not args.baselines_only:
         data = MNISTDataModule(data_dir=args.data_dir, download=False)
@@ -164,7 +216,7 @@ def main() -> None:
           f"   peak RSS {peak:.0f} MiB", flush=True)
     wake_sleep, _ = lightning_fit(args.epochs, args.threads, args.data_dir, "--model=lit_vae.baselines.WakeSleep")
     print(f"train.py fit (wake-sleep)    {wake_sleep:9.0f} samples/s  = {wake_sleep / fit:.2f} x AEVB", flush=True)
-    if not args.no_baselines:
+    if "baselines" in sections:
         k = args.baseline_batches
         aevb = steady_rate("figure3_n1000.yaml", k, args.threads, args.data_dir)
         print(f"Figure 3 setting, 784-100-3, N = 1,000:\n  AEVB          {aevb:9.0f} samples/s", flush=True)

@@ -64,10 +64,16 @@ def stored_step(path: str | Path) -> float:
     """The training step a checkpoint file holds (``global_step``), read without loading its
     tensors; ``inf`` for a file that cannot be read, so that it is chosen, and refused loudly by
     :func:`read_checkpoint`, rather than silently passed over for an older state."""
+    return stored_value(path, "global_step", math.inf)
+
+
+def stored_value(path: str | Path, key: str, unreadable: Any) -> Any:
+    """The top-level entry ``key`` of a checkpoint file (``global_step``, ``samples_evaluated``),
+    read without loading its tensors; ``unreadable`` for a file that cannot be read or lacks it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)[key]
     except Exception:  # damaged, truncated, or not a checkpoint
-        return math.inf
+        return unreadable
 
 
 def _damaged_member(path: str | Path) -> str | None:

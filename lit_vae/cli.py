@@ -24,7 +24,7 @@ from lightning.pytorch.core import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_vae import runs
+from lit_vae import reproduce, runs
 from lit_vae.callbacks.checkpoint import (
     AtomicCheckpointIO,
     RunCheckpoint,
@@ -299,7 +299,11 @@ def cli(args: list[str] | None = None) -> VAECLI:
 
 
 def main() -> None:
-    """Entry point of ``train.py``, ``python -m lit_vae`` and the ``lit-vae`` console script."""
+    """Entry point of ``train.py``, ``python -m lit_vae`` and the ``lit-vae`` console script;
+    ``lit-vae reproduce ...`` is :mod:`lit_vae.reproduce`."""
+    if sys.argv[1:2] == ["reproduce"]:
+        reproduce.main(sys.argv[2:])
+        return
     sys.argv[1:] = shipped_configs(sys.argv[1:])
     try:
         cli()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
     if not folders:
         raise FileNotFoundError(f"no TensorBoard event files under {run_dir}")
     events: dict[str, list[ScalarEvent]] = defaultdict(list)
+    # A resume's purge mark makes TensorBoard warn of "out of order" steps: here it is by design.
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)
     for folder in folders:
         accumulator = EventAccumulator(str(folder), size_guidance={SCALARS: 0})
         accumulator.Reload()

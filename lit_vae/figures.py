@@ -90,13 +90,19 @@ def panel_of(figure: int, dataset: str, latent_dim: int, train_size: int) -> tup
 def paper_curves(figure: int) -> dict[tuple[tuple[str, str], str, str], list[tuple[int, float]]]:
     """The paper's values for ``figure``: ``{(panel, method, split): [(samples, value), ...]}``."""
     curves: dict[tuple[tuple[str, str], str, str], list[tuple[int, float]]] = defaultdict(list)
-    with PAPER_VALUES.open() as file:
-        for row in csv.DictReader(line for line in file if not line.startswith("#")):
-            if int(row["figure"]) == figure:
-                train_size = int(row["train_size"]) if row["train_size"] else 0
-                panel = panel_of(figure, row["dataset"], int(row["latent_dim"]), train_size)
-                curves[panel, row["method"], row["split"]].append((int(row["samples"]), float(row["value"])))
+    for row in paper_rows():
+        if int(row["figure"]) == figure:
+            train_size = int(row["train_size"]) if row["train_size"] else 0
+            panel = panel_of(figure, row["dataset"], int(row["latent_dim"]), train_size)
+            curves[panel, row["method"], row["split"]].append((int(row["samples"]), float(row["value"])))
     return {key: sorted(points) for key, points in curves.items()}
+
+
+def paper_rows() -> list[dict[str, str]]:
+    """The rows of ``paper_values.csv``: figure, dataset, latent_dim, train_size (empty: the full
+    training set), method, split, samples, value."""
+    with PAPER_VALUES.open() as file:
+        return list(csv.DictReader(line for line in file if not line.startswith("#")))
 
 
 def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start: int = 100_000) -> Path:

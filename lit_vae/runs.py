@@ -70,19 +70,25 @@ def resume_checkpoint(root: Path) -> Path:
     run folder ``root/version_<n>`` that a fit wrote to (it holds a ``.lock`` or ``checkpoints/``).
     ``FileNotFoundError`` saying what to do when there is none, or when the newest run has no
     checkpoint yet (it was stopped before its first): an older run is never taken in its place."""
-    fits = sorted((folder for folder in root.glob("version_*") if (folder / LOCK).exists() or (folder / "checkpoints").is_dir()),
-                  key=_version_number)
-    if not fits:
+    newest = newest_fit(root)
+    if newest is None:
         raise FileNotFoundError(
             f"--ckpt_path last: no run under {root} to resume. Start a fresh run without --ckpt_path, "
             "or give a checkpoint file with --ckpt_path PATH.")
     try:
-        return newest_state(fits[-1] / "checkpoints")
+        return newest_state(newest / "checkpoints")
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"--ckpt_path last: {fits[-1]}, the newest run of {root.name}, has no checkpoint yet (it stopped before its "
+            f"--ckpt_path last: {newest}, the newest run of {root.name}, has no checkpoint yet (it stopped before its "
             "first). Start a fresh run without --ckpt_path, or continue an older run with --ckpt_path "
             f"{root}/version_<n>/checkpoints/{LAST}.") from None
+
+
+def newest_fit(root: Path) -> Path | None:
+    """The newest folder ``root/version_<n>`` that a fit wrote to (it holds a ``.lock`` or
+    ``checkpoints/``; ``test`` and ``predict`` leave neither); ``None`` if there is none."""
+    fits = [folder for folder in root.glob("version_*") if (folder / LOCK).exists() or (folder / "checkpoints").is_dir()]
+    return max(fits, key=_version_number, default=None)
 
 
 def run_of_checkpoint(path: str | Path) -> tuple[Path, str, int] | None:
@@ -116,6 +122,19 @@ def lock_folder(folder: Path) -> None:
     handle.write(str(os.getpid()))
     handle.flush()
     _held.append(handle)
+
+
+def lock_holder(folder: Path) -> str | None:
+    """The PID (as recorded) of the process that holds ``folder``'s lock; ``None`` if no process
+    holds it (or locks are not available here)."""
+    if fcntl is None or not (folder / LOCK).exists():
+        return None
+    with open(folder / LOCK) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+    return None
 
 
 def release_folders() -> None:

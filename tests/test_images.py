@@ -164,7 +164,9 @@ class TestFigures:
 
     def test_paper_values_sit_in_the_paper_panels(self):
         figure2, figure3 = paper_curves(2), paper_curves(3)
-        assert {panel[1] for panel, _, _ in figure2} == {"MNIST, $N_z$ = 20", "Frey Face, $N_z$ = 10"}
+        assert {panel[1] for panel, _, _ in figure2} == {f"MNIST, $N_z$ = {n}" for n in (3, 5, 10, 20, 200)} | {
+            f"Frey Face, $N_z$ = {n}" for n in (2, 5, 10, 20)}  # every panel of the paper's Figure 2
+        assert {panel[1] for panel, _, _ in figure3} == {f"MNIST, $N_z$ = 3, $N_{{train}}$ = {n:,}" for n in (1000, 50000)}
         assert {method for _, method, _ in figure3} == {"AEVB", "MCEM", "wake-sleep"}
         for curves in (figure2, figure3):
             for points in curves.values():

@@ -61,8 +61,10 @@ def test_a_folder_lock_names_its_holder_and_is_released(tmp_path):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(BlockingIOError, match=f"in use by another run \\(PID {os.getpid()}\\)"):
             runs.lock_folder(tmp_path / "run")
+        assert runs.lock_holder(tmp_path / "run") == str(os.getpid())  # what `lit-vae reproduce --status` reads
     finally:
         runs.release_folders()
+    assert runs.lock_holder(tmp_path / "run") is None  # the file stays, the lock is gone
     runs.lock_folder(tmp_path / "run")
     runs.release_folders()
 

@@ -1,0 +1,93 @@
+"""A run's progress in a small file, for whatever watches runs from outside (``lit-vae reproduce``,
+a cluster job's owner): samples evaluated, seconds trained, samples per second."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from lit_vae.interfaces import require_model
+
+PROGRESS_FILE = "progress.json"
+
+
+class ProgressFile(pl.Callback):
+    """Writes ``progress.json`` into the run folder (``trainer.log_dir``) at most every
+    ``every_seconds`` during training and once at its end::
+
+        {"samples_evaluated": 1200000, "max_steps": 100000, "global_step": 12000,
+         "seconds": 61.3, "samples_per_second": 19575.9}
+
+    ``seconds`` is the wall-clock time spent in ``fit`` over every process that trained the run:
+    it is carried in checkpoints, so a resumed run continues the count from its checkpoint (the
+    work lost after the checkpoint is done again and counted once). ``samples_per_second`` is
+    over those seconds (a run resumed from a checkpoint that carries no time counts from there).
+    The file is replaced atomically; only rank 0 writes it.
+
+    Args:
+        every_seconds: the least time between two writes.
+    """
+
+    def __init__(self, every_seconds: float = 5.0) -> None:
+        if every_seconds <= 0:
+            raise ValueError(f"every_seconds must be positive, got {every_seconds}")
+        self.every_seconds = every_seconds
+        self._seconds_before = 0.0  # trained by earlier processes, up to the checkpoint resumed from
+        self._untimed: int | None = None  # samples a checkpoint without a time brought
+        self._started = self._written = time.monotonic()
+        self._path: Path | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_model(pl_module, type(self).__name__)
+        if trainer.is_global_zero and trainer.log_dir is not None:
+            self._path = Path(trainer.log_dir) / PROGRESS_FILE
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = self._written = time.monotonic()
+        if self._untimed is None:  # a fresh run, or a checkpoint written without this callback
+            self._untimed = pl_module.samples_evaluated
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if time.monotonic() - self._written >= self.every_seconds:
+            self._write(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def seconds(self) -> float:
+        """Wall-clock seconds of training so far, this process's and those before its checkpoint."""
+        return self._seconds_before + time.monotonic() - self._started
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._written = time.monotonic()
+        if self._path is None:
+            return
+        seconds, timed = self.seconds(), pl_module.samples_evaluated - (self._untimed or 0)
+        progress = {"samples_evaluated": pl_module.samples_evaluated, "max_steps": trainer.max_steps,
+                    "global_step": trainer.global_step, "seconds": round(seconds, 3),
+                    "samples_per_second": round(timed / seconds, 1) if seconds > 0 else 0.0}
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._path.with_name(self._path.name + ".tmp")
+        partial.write_text(json.dumps(progress))
+        os.replace(partial, self._path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds(), "untimed": self._untimed or 0}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._seconds_before, self._untimed = float(state_dict["seconds"]), int(state_dict["untimed"])
+
+
+def read_progress(folder: str | Path) -> dict[str, Any] | None:
+    """The progress a run folder's ``progress.json`` holds; ``None`` where there is none (or it
+    cannot be read)."""
+    try:
+        return json.loads((Path(folder) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None

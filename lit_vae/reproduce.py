@@ -1,0 +1,252 @@
+"""``lit-vae reproduce`` (``python -m lit_vae reproduce``): the paper's Figures 2 and 3 in one command.
+
+    lit-vae reproduce                                  # every run of the manifest, on this machine
+    lit-vae reproduce --figure 2 --samples 20000       # Figure 2, 2 x 10^4 samples per run
+    lit-vae reproduce --status                         # where each run stands
+    lit-vae reproduce --report                         # figures and tables from what exists
+    lit-vae reproduce --launcher slurm --partition gpu --time 240
+
+Each run is an ordinary ``fit`` run (``lit_vae.sweep``) in ``<out>/<name>/``: TensorBoard,
+``--ckpt_path last`` and ``test`` work on it as on any other. The same command again continues
+unfinished runs from their checkpoints and skips finished ones. When the runs are done the report
+is written: ``figure2.png``, ``figure3.png``, ``report.md`` (measured against the paper at 10^6,
+10^7, 2 x 10^7 and 10^8 samples, and each run's samples/s) and ``curves/<name>.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lit_vae import sweep
+from lit_vae.callbacks.progress import read_progress
+from lit_vae.events import read_scalars
+from lit_vae.figures import draw, load_run
+from lit_vae.report import TAGS, export_curves, read_curves, speed_table, table
+from lit_vae.runs import newest_fit
+
+SITTINGS = "sittings.log"
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lit-vae reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_argument_group("what to run")
+    what.add_argument("--figure", type=int, nargs="+", default=[], metavar="N", help="figures to run (default: all; 2, 3)")
+    what.add_argument("--panel", nargs="+", default=[], metavar="PANEL",
+                      help="panels to run, e.g. mnist_nz20 frey_face_nz2 n50000 (default: all of the figures)")
+    what.add_argument("--run", nargs="+", default=[], metavar="NAME", help="runs by name, e.g. figure3_n50000_mcem (default: all)")
+    what.add_argument("--samples", type=count, metavar="N",
+                      help="training samples per run (default: the manifest's, 10^7 for Figure 2 and 2 x 10^7 for Figure 3; "
+                           "the paper goes to 10^8)")
+    what.add_argument("--seed", type=int, default=1, help="seed of every run (default: 1, as the shipped configs)")
+    what.add_argument("--out", type=Path, default=Path("runs/paper"), help="the sweep's folder (default: runs/paper)")
+    what.add_argument("--manifest", type=Path, default=sweep.MANIFEST, help="the runs (default: the paper's, shipped)")
+    how = p.add_argument_group("how")
+    how.add_argument("--workers", type=count, default=cores(), help=f"runs at a time on this machine (default: its cores, {cores()})")
+    how.add_argument("--threads", type=count, help="torch threads per run (default: cores / workers, at least 1)")
+    how.add_argument("--launcher", choices=("local", "slurm"), default="local", help="local worker processes, or a SLURM array")
+    how.add_argument("--partition", help="SLURM partition (--launcher slurm)")
+    how.add_argument("--time", type=count, default=24 * 60, metavar="MINUTES",
+                     help="SLURM time limit per job; a job timed out is requeued and continues (default: 1440)")
+    how.add_argument("--cpus-per-job", type=count, default=2, help="SLURM CPUs per job, and its torch threads (default: 2)")
+    do = p.add_argument_group("instead of running")
+    do.add_argument("--status", action="store_true", help="print where each run stands and exit")
+    do.add_argument("--report", action="store_true", help="write the report from what exists and exit")
+    do.add_argument("--curves", type=Path, nargs="+", default=[], metavar="DIR",
+                    help="folders of curves CSVs (such as docs/reproduction/curves) for runs not in --out, for --report")
+    do.add_argument("--report-to", type=Path, metavar="DIR", help="where the report goes (default: --out)")
+    return p
+
+
+def count(text: str) -> int:
+    value = int(float(text))  # 1e7 is welcome
+    if value < 1 or value != float(text):
+        raise argparse.ArgumentTypeError(f"a positive whole number, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        specs = sweep.select(sweep.load_manifest(args.manifest), args.figure, args.panel, args.run)
+    except (OSError, ValueError) as error:
+        p.error(str(error))
+    out = args.out.resolve()
+    threads = args.cpus_per_job if args.launcher == "slurm" else args.threads or max(1, cores() // args.workers)
+    plans = [sweep.Plan(spec, args.samples or spec.samples, out, args.seed, threads) for spec in specs]
+    if args.status:
+        print(status_table(plans))
+    elif args.report:
+        write_report(plans, args.curves, args.report_to or out)
+    elif args.launcher == "slurm":
+        try:
+            jobs = sweep.submit_slurm(plans, out / "slurm", args.partition, args.time, args.cpus_per_job)
+        except ImportError:
+            p.error('--launcher slurm needs submitit: pip install "lit-vae[slurm]"')
+        print(f"submitted {len(jobs)} run(s) as SLURM jobs {', '.join(job.job_id for job in jobs) or '(none: all done)'}; "
+              f"follow them with: lit-vae reproduce --status --out {args.out}, then --report")
+    else:
+        raise SystemExit(run(plans, args.workers))
+
+
+def run(plans: Sequence[sweep.Plan], workers: int) -> int:
+    """Run the sweep here, then write the report; the exit status (1 if a run failed). Each
+    sitting (this call) adds a line to ``<out>/sittings.log``: when, how long, what it did."""
+    if not plans:
+        return 0
+    started, wall = time.monotonic(), time.strftime("%Y-%m-%d %H:%M:%S")
+    display = SweepDisplay(plans)
+    print(f"sweep: {len(plans)} run(s) in {plans[0].out}, {workers} at a time, {plans[0].threads} torch thread(s) each",
+          file=sys.stderr, flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the runs as Ctrl-C does
+    statuses: list[sweep.Status] = []
+    try:
+        statuses = sweep.run_local(plans, workers, on_change=display.update)
+    except KeyboardInterrupt:
+        print("\nsweep stopped; the same command continues every run from its checkpoint", file=sys.stderr)
+        return 130
+    finally:
+        display.close()
+        signal.signal(signal.SIGTERM, previous)
+        done = sum(s.state == "done" for s in statuses or map(sweep.status, plans))
+        with (plans[0].out / SITTINGS).open("a") as log:
+            log.write(f"{wall} to {time.strftime('%H:%M:%S')} ({_duration(time.monotonic() - started)}): {len(plans)} run(s), "
+                      f"{done} done, {workers} worker(s) x {plans[0].threads} thread(s)\n")
+    failed = [s.plan.spec.name for s in statuses if s.state != "done"]
+    print(f"sweep: {len(statuses) - len(failed)} of {len(statuses)} run(s) done in {_duration(time.monotonic() - started)}"
+          + (f"; not done: {', '.join(failed)} (see above; the same command retries them)" if failed else ""), file=sys.stderr)
+    write_report(plans, [], plans[0].out)
+    return 1 if failed else 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class SweepDisplay:
+    """One progress display for the sweep: runs done, samples done of planned, time left. A bar on
+    a terminal; otherwise a plain line a minute."""
+
+    def __init__(self, plans: Sequence[sweep.Plan], every_seconds: float = 60.0) -> None:
+        self.plans = plans
+        self.planned = sum(plan.samples for plan in plans)
+        self.samples = {plan.spec.name: min(plan.samples, sweep.status(plan).samples) for plan in plans}
+        self.start_samples, self.started = self.done_samples, time.monotonic()
+        self.every_seconds, self.printed = every_seconds, self.started
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            tqdm.monitor_interval = 0  # no monitor thread: the sweep forks its runs
+            self.bar = tqdm(total=self.planned, initial=self.done_samples, unit="sample", unit_scale=True, dynamic_ncols=True)
+            self.bar.set_description(self.runs_text())
+
+    @property
+    def done_samples(self) -> int:
+        return sum(self.samples.values())
+
+    def runs_text(self) -> str:
+        done = sum(self.samples[plan.spec.name] >= plan.samples for plan in self.plans)
+        return f"{done}/{len(self.plans)} runs"
+
+    def update(self) -> None:
+        before = self.done_samples
+        for plan in self.plans:
+            folder = newest_fit(plan.root)
+            progress = read_progress(folder) if folder is not None else None
+            if progress is not None:
+                self.samples[plan.spec.name] = min(plan.samples, max(self.samples[plan.spec.name], progress["samples_evaluated"]))
+        if self.bar is not None:
+            self.bar.set_description(self.runs_text(), refresh=False)
+            self.bar.update(self.done_samples - before)
+        elif time.monotonic() - self.printed >= self.every_seconds:
+            self.printed = time.monotonic()
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = (self.done_samples - self.start_samples) / elapsed if elapsed > 0 else 0.0
+        left = _duration((self.planned - self.done_samples) / rate) if rate > 0 else "unknown"
+        return (f"sweep: {self.runs_text()} done, {self.done_samples:,} of {self.planned:,} samples "
+                f"({100 * self.done_samples / max(1, self.planned):.1f}%), {rate:,.0f} samples/s, time left about {left}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def status_table(plans: Sequence[sweep.Plan]) -> str:
+    """The table ``--status`` prints: run, state, samples done and planned, last test value, samples/s."""
+    rows = [("run", "state", "samples done", "planned", "last test", "samples/s")]
+    for plan in plans:
+        s = sweep.status(plan)
+        last = _last_test(s.folder, plan.spec.figure)
+        rows.append((plan.spec.name, s.state, f"{s.samples:,}", f"{plan.samples:,}", "" if last is None else f"{last:.2f}",
+                     f"{s.progress['samples_per_second']:,.0f}" if s.progress else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                     for row in rows)
+
+
+def _last_test(folder: Path | None, figure: int) -> float | None:
+    """The last ``lower_bound/test`` (Figure 2) or ``marginal_likelihood/test`` (Figure 3) a run logged."""
+    try:
+        points = read_scalars(folder).get(f"{'lower_bound' if figure == 2 else 'marginal_likelihood'}/test") if folder else None
+    except FileNotFoundError:
+        return None
+    return points[-1][1] if points else None
+
+
+def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) -> None:
+    """Export the curves of every run that has logged something, read the others from ``curves``
+    folders, and write ``figure2.png``, ``figure3.png`` and ``report.md`` into ``to``."""
+    collected: list[tuple[Any, dict[str, Any]]] = []
+    missing = []
+    for plan in plans:
+        folder = newest_fit(plan.root)
+        csv_name = f"{plan.spec.name}.csv"
+        if folder is not None and any(folder.glob("events.out.tfevents.*")):
+            progress = read_progress(folder) or {}
+            meta = {"run": plan.spec.name, "figure": plan.spec.figure, "panel": plan.spec.panel, "planned": plan.samples,
+                    **{key: progress.get(key) for key in ("samples_evaluated", "seconds", "samples_per_second")}}
+            path = export_curves(load_run(folder), meta, to / "curves" / csv_name)
+            collected.append(read_curves(path))
+        elif found := [folder / csv_name for folder in curves if (folder / csv_name).is_file()]:
+            collected.append(read_curves(found[0]))
+        else:
+            missing.append(plan.spec.name)
+    lines = ["# The paper reproduced: measured against the paper's readings", ""]
+    for figure in sorted({plan.spec.figure for plan in plans}):
+        runs = [run for run, meta in collected
+                if int(meta["figure"]) == figure and any(tag.startswith(TAGS[figure] + "/") for tag in run.scalars)]
+        if runs:
+            start = 100_000 if all(max((s for pts in r.scalars.values() for s, _ in pts), default=0) >= 10**6 for r in runs) else 1
+            image = draw(runs, figure, to / f"figure{figure}.png", paper=True, start=start)
+            lines += [f"![Figure {figure}]({image.name})", ""]
+    lines += ["## Measured and paper values (nats per datapoint)", "", table(collected),
+              "## Training time per run", "", speed_table(collected)]
+    logs = dict.fromkeys([plans[0].out / SITTINGS, to / SITTINGS]) if plans else {}
+    sittings = [path.read_text() for path in logs if path.is_file()]
+    if sittings:
+        lines += ["## Sittings of the sweep (wall-clock)", "", "```", *(text.rstrip() for text in sittings), "```", ""]
+    if missing:
+        lines += [f"Not run yet: {', '.join(missing)}.", ""]
+    (to / "report.md").write_text("\n".join(lines))
+    print(f"report: {to / 'report.md'} ({len(collected)} of {len(plans)} runs)", file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,295 @@
+"""The paper's experiments as a sweep of ordinary ``fit`` runs: the manifest that lists them
+(``paper_runs.yaml``), the command each run is, where each stands, and the two ways to run them:
+a local pool of worker processes with a fixed torch thread count each, or a SLURM array through
+submitit. ``lit_vae.reproduce`` is the command line around it.
+
+Each run is ``python -m lit_vae fit --config <config> ...`` logging to
+``<out>/<name>/version_<n>/`` with its output in ``<out>/<name>/train.log``; a run that has a
+checkpoint is continued with ``--ckpt_path last`` (the CLI's rule picks its newest state), so a
+sweep stopped in any way continues where each run stopped, and a finished run is skipped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from lit_vae import runs
+from lit_vae.callbacks.checkpoint import stored_value
+from lit_vae.callbacks.progress import read_progress
+
+MANIFEST = Path(__file__).with_name("paper_runs.yaml")
+LOG = "train.log"
+FAILED = "failed.txt"  # the exit status and time of a run's last attempt, when it failed
+#: Checkpoints every 2,000 steps (the CLI's default) or ten per run, whichever is more often.
+CHECKPOINTS_PER_RUN = 10
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the manifest: a shipped config with overrides, trained to ``samples``."""
+
+    name: str
+    figure: int
+    panel: str
+    config: str
+    samples: int
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> str:
+        return str(files("lit_vae.configs") / f"{self.config}.yaml")
+
+    def settings(self) -> dict[str, Any]:
+        """The run's config file with the manifest's overrides applied (what the run trains)."""
+        config = yaml.safe_load(Path(self.config_path).read_text())
+        for key, value in self.args.items():
+            *parents, last = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return config
+
+    def max_steps(self, samples: int) -> int:
+        """``--trainer.max_steps`` for ``samples`` training samples: minibatches of the config's
+        ``batch_size``, times ``updates_per_batch`` for a model that updates more than once per
+        minibatch (MCEM)."""
+        config = self.settings()
+        batch_size = config["data"]["init_args"]["batch_size"]
+        return math.ceil(samples / batch_size) * config["model"]["init_args"].get("updates_per_batch", 1)
+
+
+def load_manifest(path: str | Path = MANIFEST) -> list[RunSpec]:
+    """The runs listed in the manifest at ``path``; ``ValueError`` saying what is wrong with an entry."""
+    entries = (yaml.safe_load(Path(path).read_text()) or {}).get("runs") or []
+    specs = []
+    for i, entry in enumerate(entries):
+        try:
+            spec = RunSpec(**entry)
+        except TypeError as error:
+            raise ValueError(f"{path}: run {i + 1} ({entry}): {error}. Each run has name, figure, panel, config, samples "
+                             "and optionally args.") from None
+        if not Path(spec.config_path).is_file():
+            raise ValueError(f"{path}: run {spec.name}: no shipped config named {spec.config}")
+        specs.append(spec)
+    names = [spec.name for spec in specs]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"{path}: run names must be unique, these repeat: {', '.join(duplicates)}")
+    return specs
+
+
+def select(specs: Sequence[RunSpec], figures: Sequence[int] = (), panels: Sequence[str] = (),
+           names: Sequence[str] = ()) -> list[RunSpec]:
+    """The runs of the given figures, panels and names (each: all where none are given);
+    ``ValueError`` naming a figure, panel or run the manifest does not have."""
+    chosen = {"figure": figures, "panel": panels, "name": names}
+    for what, asked in chosen.items():
+        have = {getattr(spec, what) for spec in specs}
+        if unknown := [str(x) for x in asked if x not in have]:
+            raise ValueError(f"no {what.replace('name', 'run')} {', '.join(unknown)} in the manifest; "
+                             f"it has: {', '.join(map(str, sorted(have)))}")
+    return [spec for spec in specs if all(not asked or getattr(spec, what) in asked for what, asked in chosen.items())]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run as a sweep trains it: the spec, its sample budget, where, with which seed and threads."""
+
+    spec: RunSpec
+    samples: int
+    out: Path
+    seed: int
+    threads: int
+
+    @property
+    def root(self) -> Path:
+        """``<out>/<name>``: the run's version folders and its ``train.log``."""
+        return self.out / self.spec.name
+
+    def command(self) -> list[str]:
+        """The ``fit`` command of the run's next attempt: fresh, or continued from its checkpoint."""
+        max_steps = self.spec.max_steps(self.samples)
+        command = [
+            sys.executable, "-m", "lit_vae", "fit", "--config", self.spec.config_path,
+            *(f"--{key}={value}" for key, value in self.spec.args.items()),
+            f"--seed_everything={self.seed}",
+            f"--trainer.max_steps={max_steps}",
+            f"--trainer.logger.init_args.save_dir={self.out}",
+            f"--trainer.logger.init_args.name={self.spec.name}",
+            f"--checkpoint.every_n_train_steps={max(1, min(2_000, max_steps // CHECKPOINTS_PER_RUN))}",
+            "--trainer.callbacks+=lit_vae.callbacks.ProgressFile",
+            "--progress_bar.refresh_rate=0",  # no bar in the log: the sweep shows one for all runs
+        ]
+        if checkpoint_of(self.root) is not None:
+            command.append("--ckpt_path=last")
+        return command
+
+    def environment(self) -> dict[str, str]:
+        """The environment of the run's process: ``threads`` torch (OpenMP/MKL) threads."""
+        return {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+
+
+def checkpoint_of(root: Path) -> Path | None:
+    """The checkpoint ``--ckpt_path last`` continues the run under ``root`` from; ``None`` if it
+    has none (never started, or stopped before its first checkpoint: it starts afresh)."""
+    try:
+        return runs.resume_checkpoint(root)
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where a run stands: ``state`` is one of ``done``, ``running``, ``stopped`` (it continues from
+    its checkpoint), ``failed`` (its last attempt exited with an error), ``not started``."""
+
+    plan: Plan
+    state: str
+    samples: int  # samples evaluated by the newest process (live), else by the newest checkpoint
+    folder: Path | None  # the run's newest version folder
+    progress: dict[str, Any] | None
+
+
+def status(plan: Plan) -> Status:
+    """Where ``plan``'s run stands, read from its folder (nothing is written)."""
+    folder = runs.newest_fit(plan.root)
+    progress = read_progress(folder) if folder is not None else None
+    checkpoint = checkpoint_of(plan.root)
+    saved = int(stored_value(checkpoint, "samples_evaluated", 0)) if checkpoint is not None else 0
+    samples = max(saved, progress["samples_evaluated"] if progress else 0)
+    if folder is not None and runs.lock_holder(folder) is not None:
+        state = "running"
+    elif saved >= plan.samples:
+        state = "done"
+    elif (plan.root / FAILED).exists():
+        state = "failed"
+    elif folder is not None:
+        state = "stopped"
+    else:
+        state = "not started"
+    return Status(plan, state, samples, folder, progress)
+
+
+def log_tail(plan: Plan, lines: int = 20) -> str:
+    """The last ``lines`` lines of the run's ``train.log``."""
+    try:
+        text = (plan.root / LOG).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    # A progress bar writes carriage returns: keep what a terminal would show of each line.
+    shown = [line.rpartition("\r")[2] for line in text.rstrip("\n").split("\n")]
+    return "\n".join(shown[-lines:])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the run's process is killed when the sweep's process dies, however it dies (a
+    ``SIGKILL`` included), so that no run trains on unwatched and holds its folder."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start(plan: Plan) -> subprocess.Popen:
+    """Start the run's next attempt, its output appended to ``<root>/train.log``."""
+    plan.root.mkdir(parents=True, exist_ok=True)
+    (plan.root / FAILED).unlink(missing_ok=True)
+    command = plan.command()
+    log = open(plan.root / LOG, "a")  # noqa: SIM115 - handed to the child, then closed here
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {plan.threads} thread(s): {' '.join(command)}\n")
+    log.flush()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=plan.environment(), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    log.close()  # the child holds its own copy
+    return process
+
+
+def finish(plan: Plan, returncode: int) -> Status:
+    """Record how an attempt ended (``failed.txt`` when it exited with an error) and return the
+    run's status."""
+    if returncode != 0:
+        (plan.root / FAILED).write_text(f"exit status {returncode} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    return status(plan)
+
+
+def run_local(plans: Sequence[Plan], workers: int, on_change: Callable[[], None] = lambda: None,
+              poll_seconds: float = 1.0, report: IO[str] | None = None) -> list[Status]:
+    """Train every unfinished run of ``plans``, at most ``workers`` at a time, each in its own
+    process, the longest (most steps) first so that the sweep does not end on one long run alone;
+    a run that fails is reported with its log's tail and the others go on. Calls ``on_change``
+    every ``poll_seconds`` (a progress display). Failures go to ``report`` (default: standard
+    error). Returns the final statuses."""
+    pending = sorted((plan for plan in plans if status(plan).state != "done"), key=lambda plan: -plan.spec.max_steps(plan.samples))
+    running: dict[subprocess.Popen, Plan] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                plan = pending.pop(0)
+                running[start(plan)] = plan
+            time.sleep(poll_seconds)
+            for process, plan in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[process]
+                ended = finish(plan, process.returncode)
+                if ended.state != "done":
+                    print(f"\n{plan.spec.name}: the run ended {ended.state} (exit status {process.returncode}) at "
+                          f"{ended.samples:,} of {plan.samples:,} samples; last lines of {plan.root / LOG}:\n"
+                          f"{log_tail(plan)}\n", file=report or sys.stderr, flush=True)
+            on_change()
+    finally:  # stopped (Ctrl-C, an error here): stop the runs, which continue from their checkpoints next time
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
+    return [status(plan) for plan in plans]
+
+
+def train(plan: Plan) -> Status:
+    """Train ``plan``'s run in a child process until it ends (what one SLURM job does); ``RuntimeError``
+    with the log's tail if it did not finish."""
+    process = start(plan)
+    try:
+        returncode = process.wait()
+    finally:
+        if process.poll() is None:  # this process is being stopped: stop the run with it
+            process.terminate()
+            process.wait()
+    ended = finish(plan, returncode)
+    if ended.state != "done":
+        raise RuntimeError(f"{plan.spec.name} ended {ended.state} (exit status {returncode}) at {ended.samples:,} of "
+                           f"{plan.samples:,} samples; last lines of {plan.root / LOG}:\n{log_tail(plan)}")
+    return ended
+
+
+def submit_slurm(plans: Sequence[Plan], folder: Path, partition: str | None, time_minutes: int, cpus: int,
+                 cluster: str | None = None) -> list[Any]:
+    """Submit every unfinished run of ``plans`` as one job of a SLURM array through submitit (job
+    files and logs in ``folder``); returns the submitit jobs. A job pre-empted or timed out is
+    resubmitted by submitit and continues from the run's checkpoint. ``cluster`` is submitit's
+    (``"local"`` runs the same path as local processes, for tests)."""
+    import submitit  # an optional dependency: pip install -e ".[slurm]"
+
+    class Job(submitit.helpers.Checkpointable):
+        """A run as a submitit job: on pre-emption or timeout, submitit requeues the same call,
+        which continues from the checkpoint the run has by then."""
+
+        def __call__(self, plan: Plan) -> str:
+            return train(plan).state
+
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(name="lit-vae", timeout_min=time_minutes, cpus_per_task=cpus, tasks_per_node=1,
+                               slurm_array_parallelism=len(plans), **({"slurm_partition": partition} if partition else {}))
+    todo = [plan for plan in plans if status(plan).state != "done"]
+    return executor.map_array(Job(), todo) if todo else []

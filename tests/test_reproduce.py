@@ -1,0 +1,198 @@
+"""``lit-vae reproduce``: the shipped manifest, the sweep's kill-and-continue, the SLURM path
+through submitit's local executor, ``--status`` and the report."""
+
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from lit_vae import sweep
+from lit_vae.figures import Run
+from lit_vae.report import export_curves, read_curves, table, thin, value_at
+from lit_vae.reproduce import main as reproduce
+from lit_vae.reproduce import status_table
+
+# Two small Frey Face runs (hidden 50): 500 steps each, checkpoints every 50 steps.
+TINY = {"runs": [
+    {"name": "aevb", "figure": 2, "panel": "frey_face_nz2", "config": "frey_face", "samples": 50_000,
+     "args": {"model.init_args.latent_dim": 2, "model.init_args.hidden_dim": 50}},
+    {"name": "wake_sleep", "figure": 2, "panel": "frey_face_nz2", "config": "figure2_wake_sleep_frey_face", "samples": 50_000,
+     "args": {"model.init_args.latent_dim": 2, "model.init_args.hidden_dim": 50}},
+]}
+
+
+class TestManifest:
+    def test_every_panel_of_figures_2_and_3_with_each_method(self):
+        specs = sweep.load_manifest()
+        figure2 = {(s.panel, s.config) for s in specs if s.figure == 2}
+        panels = {f"mnist_nz{n}" for n in (3, 5, 10, 20, 200)} | {f"frey_face_nz{n}" for n in (2, 5, 10, 20)}
+        assert {panel for panel, _ in figure2} == panels
+        assert len(figure2) == 18  # AEVB and wake-sleep in each panel
+        for spec in specs:
+            settings = spec.settings()
+            if spec.figure == 2:
+                assert settings["model"]["init_args"]["latent_dim"] == int(spec.panel.rpartition("nz")[2])
+                assert ("WakeSleep" in settings["model"]["class_path"]) == spec.name.endswith("_wake_sleep")
+        figure3 = {(s.panel, s.settings()["model"]["class_path"].rpartition(".")[2]) for s in specs if s.figure == 3}
+        assert figure3 == {(f"n{n}", m) for n in (1000, 50000) for m in ("VAE", "WakeSleep", "MCEM")}
+
+    def test_budgets_are_the_shipped_configs_step_counts(self):
+        """The manifest's budgets (10^7, 2 x 10^7) turn into the max_steps each shipped config
+        states for the paper's run (MCEM: 5 updates per minibatch)."""
+        for spec in sweep.load_manifest():
+            assert spec.max_steps(spec.samples) == spec.settings()["trainer"]["max_steps"], spec.name
+
+    def test_unknown_panels_and_bad_entries_are_named(self, tmp_path):
+        specs = sweep.load_manifest()
+        with pytest.raises(ValueError, match="no panel mnist_nz7 in the manifest; it has: .*mnist_nz20"):
+            sweep.select(specs, panels=["mnist_nz7"])
+        assert {s.panel for s in sweep.select(specs, figures=[3])} == {"n1000", "n50000"}
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({"runs": [{"name": "x", "figure": 2, "panel": "p", "config": "mnist"}]}))
+        with pytest.raises(ValueError, match="run 1 .*samples"):
+            sweep.load_manifest(bad)
+        bad.write_text(yaml.safe_dump({"runs": [{**TINY["runs"][0], "config": "nope"}]}))
+        with pytest.raises(ValueError, match="no shipped config named nope"):
+            sweep.load_manifest(bad)
+
+
+class TestReport:
+    def test_thin_keeps_round_points_and_the_last(self):
+        points = [(1600 * k, float(k)) for k in range(1, 6251)]  # a Frey Face train curve to 10^7
+        kept = thin(points, per_decade=10)
+        steps = [s for s, _ in kept]
+        assert steps[-1] == 10_000_000 and 1_000_000 in steps and 8_000 in steps
+        decades = math.log10(10_000_000 / 1600)
+        assert len(kept) <= 10 * (decades + 1) + 9 * (decades + 1)  # bins plus round points
+        assert set(kept) <= set(points)
+
+    def test_table_against_the_paper(self, tmp_path):
+        run = Run(tmp_path, "MNIST", "AEVB", 20, 50_000, {"lower_bound/test": [(10**6, -120.0), (10**7, -100.0)],
+                                                          "lower_bound/train": [(999_000, -121.0)]})
+        text = table([(run, {"figure": 2, "panel": "mnist_nz20"})])
+        # The paper's readings (shared/paper/figure2.csv): test -104.7 at 10^7, train -125.9 and -104.2.
+        assert "| 2 | mnist_nz20 | AEVB | test | 1e+07 | -100.0 | -104.7 | +4.7 |" in text
+        assert "| 2 | mnist_nz20 | AEVB | train | 1e+06 | -121.0 | -125.9 | +4.9 |" in text  # 999,000: within 2% of 10^6
+        assert "| 2 | mnist_nz20 | AEVB | train | 1e+07 |  | -104.2 |  |" in text  # not reached: the paper's alone
+        assert value_at([(10**6, 1.0)], 2 * 10**6) is None
+
+    def test_curves_csv_round_trip(self, tmp_path):
+        run = Run(tmp_path, "Frey Face", "wake-sleep", 5, 1600, {"lower_bound/train": [(1600, 1.5), (3200, 2.25)],
+                                                                 "latent/other": [(1, 0.0)]})
+        path = export_curves(run, {"run": "r", "figure": 2, "panel": "frey_face_nz5", "seconds": 3.5}, tmp_path / "r.csv")
+        back, meta = read_curves(path)
+        assert (back.dataset, back.method, back.latent_dim, back.train_size) == ("Frey Face", "wake-sleep", 5, 1600)
+        assert back.scalars == {"lower_bound/train": [(1600, 1.5), (3200, 2.25)]}
+        assert meta["panel"] == "frey_face_nz5" and meta["seconds"] == "3.5"
+
+
+def _final_state(root):
+    """Parameters and optimizer state of a run's final checkpoint."""
+    (path,) = root.glob("version_*/checkpoints/last.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    return checkpoint["samples_evaluated"], checkpoint["state_dict"], checkpoint["optimizer_states"]
+
+
+def _assert_same(a, b):
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys() and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+    assert str(a[2]) == str(b[2]) or all(torch.equal(x, y) for x, y in zip(_tensors(a[2]), _tensors(b[2])))
+
+
+def _tensors(tree):
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, dict):
+        for key in sorted(tree, key=str):
+            yield from _tensors(tree[key])
+    elif isinstance(tree, list | tuple):
+        for item in tree:
+            yield from _tensors(item)
+
+
+@pytest.mark.slow
+class TestSweep:
+    def test_killed_sweep_continues_every_run_to_the_uninterrupted_result(self, tmp_path, data_dir, monkeypatch, capsys):
+        manifest = _tiny_manifest(tmp_path)
+        common = ["reproduce", "--manifest", str(manifest), "--workers", "2"]
+        monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
+        with pytest.raises(SystemExit, match="0"):  # the uninterrupted sweep
+            reproduce([*common[1:], "--out", str(tmp_path / "a")])
+
+        out = tmp_path / "b"
+        sweep_process = subprocess.Popen([sys.executable, "-m", "lit_vae", *common, "--out", str(out)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not all(any((out / name).glob("version_*/checkpoints/*step=*.ckpt")) for name in ("aevb", "wake_sleep")):
+            assert time.monotonic() < deadline and sweep_process.poll() is None
+            time.sleep(0.2)
+        sweep_process.send_signal(signal.SIGKILL)
+        sweep_process.wait()
+        time.sleep(1)  # the runs die with the sweep (PR_SET_PDEATHSIG)
+        status = status_table([sweep.Plan(spec, spec.samples, out, 1, 1) for spec in sweep.load_manifest(manifest)])
+        assert [line.split()[1] for line in status.splitlines()[1:]] == ["stopped", "stopped"], status
+
+        with pytest.raises(SystemExit, match="0"):  # the same command again
+            reproduce([*common[1:], "--out", str(out)])
+        for name in ("aevb", "wake_sleep"):
+            assert "--ckpt_path=last" in (out / name / "train.log").read_text()  # continued, not restarted
+            assert len(list((out / name).glob("version_*"))) == 1
+            _assert_same(_final_state(out / name), _final_state(tmp_path / "a" / name))
+        # Everything done: the same command again starts nothing.
+        with pytest.raises(SystemExit) as exit_:
+            reproduce([*common[1:], "--out", str(out)])
+        assert exit_.value.code == 0 and "2 of 2 run(s) done" in capsys.readouterr().err
+        assert (out / "aevb" / "train.log").read_text().count("=== ") == 2
+        # One line per sitting that ended (the killed one could not write its own).
+        sittings = [line.split(": ")[1] for line in (out / "sittings.log").read_text().splitlines()]
+        assert sittings == ["2 run(s), 2 done, 2 worker(s) x 1 thread(s)"] * 2
+
+        # The report, and the same report again from its curves CSVs alone.
+        assert {p.name for p in out.iterdir()} >= {"figure2.png", "report.md", "curves"}
+        report = (out / "report.md").read_text()
+        for name in ("aevb", "wake_sleep"):
+            (out / name).rename(tmp_path / f"moved_{name}")
+        reproduce(["--manifest", str(manifest), "--out", str(out), "--report", "--curves", str(out / "curves"),
+                   "--report-to", str(tmp_path / "again")])
+        assert (tmp_path / "again" / "report.md").read_text() == report
+        assert (tmp_path / "again" / "figure2.png").stat().st_size > 10_000
+
+    def test_a_failed_run_is_reported_and_the_others_go_on(self, tmp_path, data_dir, monkeypatch, capsys):
+        monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
+        broken = {**TINY["runs"][1], "name": "broken", "args": {"model.init_args.latent_dim": 0}}
+        manifest = tmp_path / "manifest.yaml"
+        manifest.write_text(yaml.safe_dump({"runs": [TINY["runs"][0], broken]}))
+        with pytest.raises(SystemExit) as exit_:
+            reproduce(["--manifest", str(manifest), "--out", str(tmp_path / "out"), "--samples", "2000", "--workers", "2"])
+        assert exit_.value.code == 1
+        err = capsys.readouterr().err
+        assert "broken: the run ended failed (exit status 2) at 0 of 2,000 samples" in err
+        assert "latent_dim" in err.partition("broken: the run ended failed")[2]  # the log's tail says why
+        assert "1 of 2 run(s) done" in err and "not done: broken" in err
+        states = [line.split()[1] for line in status_table(
+            [sweep.Plan(spec, 2000, tmp_path / "out", 1, 1) for spec in sweep.load_manifest(manifest)]).splitlines()[1:]]
+        assert states == ["done", "failed"]
+
+    def test_submitit_local_executor_runs_two_runs(self, tmp_path, data_dir, monkeypatch):
+        """The SLURM launcher's code path, on submitit's local executor (no cluster)."""
+        pytest.importorskip("submitit")
+        monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
+        specs = sweep.load_manifest(_tiny_manifest(tmp_path))
+        plans = [sweep.Plan(spec, 5_000, tmp_path / "out", 1, 1) for spec in specs]
+        jobs = sweep.submit_slurm(plans, tmp_path / "slurm", partition=None, time_minutes=10, cpus=1, cluster="local")
+        assert len(jobs) == 2
+        assert [job.result() for job in jobs] == ["done", "done"]
+        for plan in plans:
+            assert sweep.status(plan).state == "done" and sweep.status(plan).samples == 5_000
+        assert sweep.submit_slurm(plans, tmp_path / "slurm", None, 10, 1, cluster="local") == []  # nothing left to do
+
+
+def _tiny_manifest(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
