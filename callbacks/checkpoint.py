@@ -196,6 +196,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
+#: The command line's step-checkpoint interval: 2,000 steps (2 x 10^5 samples at M = 100).
+EVERY_N_TRAIN_STEPS = 2_000
+
+
 class RunCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` for step-interval checkpoints, with two changes that make a
     resume continue exactly as the uninterrupted run, however often it is stopped:

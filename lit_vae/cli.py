@@ -12,7 +12,6 @@ of that name exists.
 from __future__ import annotations
 
 import sys
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_vae import reproduce, runs
 from lit_vae.callbacks.checkpoint import (
+    EVERY_N_TRAIN_STEPS,
     AtomicCheckpointIO,
     RunCheckpoint,
     RunState,
@@ -36,6 +36,7 @@ from lit_vae.callbacks.checkpoint import (
 from lit_vae.callbacks.images import ImagesCallback, manifold_points
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
+from lit_vae.configs import config_file
 from lit_vae.generative import GenerativeModel
 from lit_vae.interfaces import NonFiniteError
 
@@ -85,7 +86,7 @@ class VAECLI(LightningCLI):
             "model": {"class_path": "lit_vae.VAE"},
             "data": {"class_path": "lit_vae.datamodules.MNISTDataModule"},
             "checkpoint.save_last": True,
-            "checkpoint.every_n_train_steps": 2_000,
+            "checkpoint.every_n_train_steps": EVERY_N_TRAIN_STEPS,
             # Never fork last-v1.ckpt beside last.ckpt (a resume with other checkpoint settings, or
             # from a moved run folder, would): the next `--ckpt_path last` would take the stale one.
             "checkpoint.enable_version_counter": False,
@@ -279,7 +280,7 @@ def shipped_configs(args: list[str]) -> list[str]:
 def shipped_config(name: str) -> str:
     """``name`` itself if a file of that name exists or no config of the package has it, else
     the path of the package's config ``name`` (``.yaml`` may be left out)."""
-    candidate = files("lit_vae.configs") / (name if name.endswith(".yaml") else f"{name}.yaml")
+    candidate = config_file(name)
     return str(candidate) if not Path(name).exists() and candidate.is_file() else name
 
 

@@ -18,14 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lit_vae.figures import Run, paper_rows
+from lit_vae.figures import FIGURES, Run, paper_rows
 
 POINTS_PER_DECADE = 40
 #: The metadata lines of a curves CSV, in order.
 META = ("run", "figure", "panel", "dataset", "method", "latent_dim", "train_size", "planned", "samples_evaluated", "seconds",
         "samples_per_second")
-#: figure -> the tag prefix its table compares
-TAGS = {2: "lower_bound", 3: "marginal_likelihood"}
 #: The sample counts of the table: the paper's readings and the decades.
 TABLE_SAMPLES = (10**6, 10**7, 2 * 10**7, 10**8)
 
@@ -58,7 +56,7 @@ def export_curves(run: Run, meta: dict[str, Any], out: Path) -> Path:
         writer = csv.writer(file)
         writer.writerow(["tag", "samples", "value"])
         for tag in sorted(run.scalars):
-            if tag.partition("/")[0] in TAGS.values():
+            if tag.partition("/")[0] in {prefix for prefix, _ in FIGURES.values()}:
                 writer.writerows((tag, step, f"{value:.6g}") for step, value in thin(run.scalars[tag]))
     return out
 
@@ -97,7 +95,7 @@ def table(runs: Sequence[tuple[Run, dict[str, Any]]]) -> str:
         figure = int(meta["figure"])
         train_size = run.train_size if figure == 3 else 0
         for split in ("train", "test"):
-            points = run.scalars.get(f"{TAGS[figure]}/{split}", [])
+            points = run.scalars.get(f"{FIGURES[figure][0]}/{split}", [])
             for samples in TABLE_SAMPLES:
                 measured = value_at(points, samples)
                 expected = paper.get((figure, run.dataset, run.latent_dim, train_size, run.method, split, samples))

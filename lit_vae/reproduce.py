@@ -27,8 +27,8 @@ from typing import Any
 from lit_vae import sweep
 from lit_vae.callbacks.progress import read_progress
 from lit_vae.events import read_scalars
-from lit_vae.figures import draw, load_run
-from lit_vae.report import TAGS, export_curves, read_curves, speed_table, table
+from lit_vae.figures import FIGURES, draw, load_run
+from lit_vae.report import export_curves, read_curves, speed_table, table
 from lit_vae.runs import newest_fit
 
 SITTINGS = "sittings.log"
@@ -164,6 +164,8 @@ class SweepDisplay:
     def update(self) -> None:
         before = self.done_samples
         for plan in self.plans:
+            if self.samples[plan.spec.name] >= plan.samples:  # finished: nothing more to read
+                continue
             folder = newest_fit(plan.root)
             progress = read_progress(folder) if folder is not None else None
             if progress is not None:
@@ -203,7 +205,7 @@ def status_table(plans: Sequence[sweep.Plan]) -> str:
 def _last_test(folder: Path | None, figure: int) -> float | None:
     """The last ``lower_bound/test`` (Figure 2) or ``marginal_likelihood/test`` (Figure 3) a run logged."""
     try:
-        points = read_scalars(folder).get(f"{'lower_bound' if figure == 2 else 'marginal_likelihood'}/test") if folder else None
+        points = read_scalars(folder).get(f"{FIGURES[figure][0]}/test") if folder else None
     except FileNotFoundError:
         return None
     return points[-1][1] if points else None
@@ -230,7 +232,7 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
     lines = ["# The paper reproduced: measured against the paper's readings", ""]
     for figure in sorted({plan.spec.figure for plan in plans}):
         runs = [run for run, meta in collected
-                if int(meta["figure"]) == figure and any(tag.startswith(TAGS[figure] + "/") for tag in run.scalars)]
+                if int(meta["figure"]) == figure and any(tag.startswith(FIGURES[figure][0] + "/") for tag in run.scalars)]
         if runs:
             start = 100_000 if all(max((s for pts in r.scalars.values() for s, _ in pts), default=0) >= 10**6 for r in runs) else 1
             image = draw(runs, figure, to / f"figure{figure}.png", paper=True, start=start)

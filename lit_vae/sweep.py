@@ -20,20 +20,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
 
 from lit_vae import runs
-from lit_vae.callbacks.checkpoint import stored_value
+from lit_vae.callbacks.checkpoint import EVERY_N_TRAIN_STEPS, stored_value
 from lit_vae.callbacks.progress import read_progress
+from lit_vae.configs import config_file
 
 MANIFEST = Path(__file__).with_name("paper_runs.yaml")
 LOG = "train.log"
 FAILED = "failed.txt"  # the exit status and time of a run's last attempt, when it failed
-#: Checkpoints every 2,000 steps (the CLI's default) or ten per run, whichever is more often.
+#: Checkpoints at the CLI's interval or ten per run, whichever is more often.
 CHECKPOINTS_PER_RUN = 10
 
 
@@ -50,7 +50,7 @@ class RunSpec:
 
     @property
     def config_path(self) -> str:
-        return str(files("lit_vae.configs") / f"{self.config}.yaml")
+        return str(config_file(self.config))
 
     def settings(self) -> dict[str, Any]:
         """The run's config file with the manifest's overrides applied (what the run trains)."""
@@ -129,7 +129,7 @@ class Plan:
             f"--trainer.max_steps={max_steps}",
             f"--trainer.logger.init_args.save_dir={self.out}",
             f"--trainer.logger.init_args.name={self.spec.name}",
-            f"--checkpoint.every_n_train_steps={max(1, min(2_000, max_steps // CHECKPOINTS_PER_RUN))}",
+            f"--checkpoint.every_n_train_steps={max(1, min(EVERY_N_TRAIN_STEPS, max_steps // CHECKPOINTS_PER_RUN))}",
             "--trainer.callbacks+=lit_vae.callbacks.ProgressFile",
             "--progress_bar.refresh_rate=0",  # no bar in the log: the sweep shows one for all runs
         ]
