@@ -18,9 +18,11 @@
    N = 1,000): ``configs/figure3_n1000{,_wake_sleep,_mcem}.yaml`` unchanged except that the
    marginal likelihood is not evaluated during training. Steady-state speed is the difference of
    two runs, k and 2k minibatches long: k M / (t(2k) - t(k)), so start-up cancels.
-6. Frey Face (``--sections frey``): the plain loop of the 560-200-10 Gaussian model against
-   ``train.py fit --config configs/frey_face.yaml``, read as in 3. Its epochs are 16 minibatches,
-   so what Lightning and the callbacks cost per epoch shows here.
+6. Frey Face (``--sections frey``): the plain loop of the 560-200-10 Gaussian model against a
+   bare Trainer (as in 2) and ``train.py fit --config configs/frey_face.yaml`` (read as in 3).
+   Its epochs are 16 minibatches, so what Lightning and the callbacks cost per epoch shows here.
+   Last, the bare Trainer on a one-parameter module: Lightning's own cost per step, which no
+   change of ours can remove.
 7. The sweep (``--sections sweep``): ``lit-vae reproduce``'s local pool running W copies of the
    MNIST Nz = 20 run at once, one torch thread each, against one such run alone. Each run's rate
    is its samples over its training seconds (``progress.json``, start-up left out); the sweep's
@@ -101,9 +103,25 @@ class StepTimer(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def bare_trainer(data: MNISTDataModule, steps: int, warmup: int) -> float:
-    """Samples per second of ``Trainer.fit`` on ``VAE`` (fused Adagrad, as in ``train.py``) with
-    nothing but the training loop: no logger, checkpoints, progress bar, summary or validation."""
+class OneParameter(pl.LightningModule):
+    """A module whose step costs next to nothing: under ``bare_trainer`` it shows what Lightning's
+    automatic-optimization loop costs per step on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return 2 * self.w.sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def bare_trainer(data: pl.LightningDataModule, steps: int, warmup: int, model: pl.LightningModule | None = None) -> float:
+    """Samples per second of ``Trainer.fit`` on ``model`` (default: the MNIST ``VAE``, fused
+    Adagrad, as in ``train.py``) with nothing but the training loop: no logger, checkpoints,
+    progress bar, summary or validation."""
     pl.seed_everything(0, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banners between the lines
     timer = StepTimer(warmup)
@@ -111,7 +129,7 @@ def bare_trainer(data: MNISTDataModule, steps: int, warmup: int) -> float:
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
-    trainer.fit(VAE(), data)
+    trainer.fit(VAE() if model is None else model, data)
     return steps * 100 / timer.seconds
 
 
@@ -186,11 +204,17 @@ def main() -> None:
     if "frey" in sections:
         frey = FreyFaceDataModule(data_dir=args.data_dir, download=False)
         frey.setup()
-        plain = plain_loop(frey.splits["train"], steps=(args.frey_epochs - 2) * 16, warmup=200, hidden_dim=200, latent_dim=10,
-                           likelihood="gaussian")
-        print(f"Frey Face 560-200-10, plain loop, fused Adagrad  {plain:9.0f} samples/s", flush=True)
+        steps = (args.frey_epochs - 2) * 16
+        plain = plain_loop(frey.splits["train"], steps=steps, warmup=200, hidden_dim=200, latent_dim=10, likelihood="gaussian")
+        print(f"Frey Face 560-200-10, plain loop, fused Adagrad  {plain:9.0f} samples/s  ({1e5 / plain:.2f} ms a step)", flush=True)
+        model = VAE(input_dim=frey.input_dim, hidden_dim=200, latent_dim=10, likelihood="gaussian", train_size=1600)
+        bare = bare_trainer(frey, steps, 200, model)
+        print(f"Frey Face, bare Lightning Trainer                {bare:9.0f} samples/s  = {bare / plain:.2f} x plain", flush=True)
         fit, _ = lightning_fit(args.frey_epochs, args.threads, args.data_dir, config="frey_face.yaml", steps_per_epoch=16)
-        print(f"Frey Face, train.py fit                          {fit:9.0f} samples/s  = {fit / plain:.2f} x plain", flush=True)
+        print(f"Frey Face, train.py fit                          {fit:9.0f} samples/s  = {fit / plain:.2f} x plain"
+              f"  ({1e5 / fit - 1e5 / plain:.2f} ms a step more)", flush=True)
+        floor = bare_trainer(frey, steps, 200, OneParameter())
+        print(f"Lightning's loop alone (a one-parameter module)  {1e5 / floor:9.2f} ms a step", flush=True)
     if "sweep" in sections:
         (alone,) = sweep_rates(1, args.sweep_samples, args.data_dir)
         rates = sweep_rates(args.sweep_workers, args.sweep_samples, args.data_dir)

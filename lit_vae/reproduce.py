@@ -213,7 +213,8 @@ def _last_test(folder: Path | None, figure: int) -> float | None:
 
 def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) -> None:
     """Export the curves of every run that has logged something, read the others from ``curves``
-    folders, and write ``figure2.png``, ``figure3.png`` and ``report.md`` into ``to``."""
+    folders, and write ``figure2.png``, ``figure3.png`` and ``report.md`` into ``to``, and there
+    also ``sittings.log``: the sittings of the sweep's output folder merged into its own."""
     collected: list[tuple[Any, dict[str, Any]]] = []
     missing = []
     for plan in plans:
@@ -239,10 +240,13 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
             lines += [f"![Figure {figure}]({image.name})", ""]
     lines += ["## Measured and paper values (nats per datapoint)", "", table(collected),
               "## Training time per run", "", speed_table(collected)]
+    # The report's folder keeps every sitting it has seen (it is what gets committed), in order of
+    # time: a line starts with its start time, so sorting the text sorts the sittings.
     logs = dict.fromkeys([plans[0].out / SITTINGS, to / SITTINGS]) if plans else {}
-    sittings = [path.read_text() for path in logs if path.is_file()]
+    sittings = sorted({line for path in logs if path.is_file() for line in path.read_text().splitlines() if line.strip()})
     if sittings:
-        lines += ["## Sittings of the sweep (wall-clock)", "", "```", *(text.rstrip() for text in sittings), "```", ""]
+        (to / SITTINGS).write_text("\n".join(sittings) + "\n")
+        lines += ["## Sittings of the sweep (wall-clock)", "", "```", *sittings, "```", ""]
     if missing:
         lines += [f"Not run yet: {', '.join(missing)}.", ""]
     (to / "report.md").write_text("\n".join(lines))

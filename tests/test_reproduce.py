@@ -15,7 +15,7 @@ from lit_vae import sweep
 from lit_vae.figures import Run
 from lit_vae.report import export_curves, read_curves, table, thin, value_at
 from lit_vae.reproduce import main as reproduce
-from lit_vae.reproduce import status_table
+from lit_vae.reproduce import status_table, write_report
 
 # Two small Frey Face runs (hidden 50): 500 steps each, checkpoints every 50 steps.
 TINY = {"runs": [
@@ -89,6 +89,21 @@ class TestReport:
         assert (back.dataset, back.method, back.latent_dim, back.train_size) == ("Frey Face", "wake-sleep", 5, 1600)
         assert back.scalars == {"lower_bound/train": [(1600, 1.5), (3200, 2.25)]}
         assert meta["panel"] == "frey_face_nz5" and meta["seconds"] == "3.5"
+
+    def test_report_merges_the_sittings_of_the_sweep_into_its_own_in_time_order(self, tmp_path):
+        out, to = tmp_path / "out", tmp_path / "docs"
+        out.mkdir(), to.mkdir()
+        older = "2026-01-01 10:00:00 to 11:00:00 (1:00:00): 2 run(s), 1 done"
+        both = "2026-01-02 10:00:00 to 10:30:00 (0:30:00): 2 run(s), 2 done"
+        newer = "2026-01-03 09:00:00 to 09:01:00 (0:01:00): 2 run(s), 2 done"
+        (out / "sittings.log").write_text(f"{newer}\n{both}\n")
+        (to / "sittings.log").write_text(f"{older}\n{both}\n")
+        (spec,) = sweep.select(sweep.load_manifest(), names=["figure2_mnist_nz20"])
+        write_report([sweep.Plan(spec, 10**7, out, 1, 1)], [], to)
+        assert (to / "sittings.log").read_text() == f"{older}\n{both}\n{newer}\n"
+        report = (to / "report.md").read_text()
+        assert f"```\n{older}\n{both}\n{newer}\n```" in report
+        assert "Not run yet: figure2_mnist_nz20." in report
 
 
 def _final_state(root):
