@@ -7,7 +7,9 @@ Every folder under the given paths that holds event files is one run (a resumed 
 the same folder are merged). Figure 2 has one panel per data set and latent size, with
 ``lower_bound/train`` solid and ``lower_bound/test`` dashed; Figure 3 has one panel per training
 set size, with ``marginal_likelihood/train`` and ``/test``. The x axis is training samples
-evaluated, log scale; one colour per method (AEVB, wake-sleep, MCEM). ``--paper`` adds the
+evaluated, log scale, from 10^5 as in the paper; a run that ends before 10^5 is drawn from its
+first point, and a panel that ends before the paper's first readings (10^6) says so in its
+title. One colour per method (AEVB, wake-sleep, MCEM). ``--paper`` adds the
 paper's values from ``paper_values.csv`` (shipped with the package) as markers joined by thin
 lines. Needs matplotlib: ``pip install -e ".[figures]"``.
 """
@@ -36,6 +38,8 @@ METHODS = {"VAE": "AEVB", "WakeSleep": "wake-sleep", "MCEM": "MCEM"}
 COLOURS = {"AEVB": "tab:red", "wake-sleep": "tab:blue", "MCEM": "tab:green"}
 LINESTYLES = {"train": "-", "test": "--"}
 _DATASETS_BY_SIZE = {784: "MNIST", 560: "Frey Face"}
+#: Where the paper's plots begin, and its first readings (paper_values.csv).
+PAPER_START, PAPER_FIRST_READING = 100_000, 1_000_000
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,17 @@ def paper_rows() -> list[dict[str, str]]:
         return list(csv.DictReader(line for line in file if not line.startswith("#")))
 
 
-def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start: int = 100_000) -> Path:
+def panel_title(title: str, last_sample: int) -> str:
+    """``title``, with a note when the panel's curves end before the paper's first readings."""
+    if last_sample >= PAPER_FIRST_READING:
+        return title
+    return f"{title}\n(ends at {last_sample:,} samples; the paper's readings begin at $10^6$)"
+
+
+def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start: int = PAPER_START) -> Path:
     """Draw ``figure`` (2 or 3) from ``runs`` into the image file ``out``, from ``start`` training
-    samples on (the paper's plots begin at 10^5); returns ``out``."""
+    samples on (the paper's plots begin at 10^5); a curve with no point from ``start`` on is
+    drawn from its first point. Returns ``out``."""
     try:
         import matplotlib
 
@@ -120,11 +132,12 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
     for run in runs:
         panel = panel_of(figure, run.dataset, run.latent_dim, run.train_size)
         for split in LINESTYLES:
-            if points := [(step, value) for step, value in run.scalars.get(f"{prefix}/{split}", []) if step >= start]:
+            logged = run.scalars.get(f"{prefix}/{split}", [])
+            if points := [(step, value) for step, value in logged if step >= start] or logged:
                 curves[panel, run.method, split, run.path] = points
     if not curves:
-        raise SystemExit(f"none of the runs logged {prefix}/train or {prefix}/test from {start:,} samples on, which "
-                         f"Figure {figure} plots: " + ", ".join(str(run.path) for run in runs))
+        raise SystemExit(f"none of the runs logged {prefix}/train or {prefix}/test, which Figure {figure} plots: "
+                         + ", ".join(str(run.path) for run in runs))
     # One row of panels per data set, as in the paper's Figure 2.
     rows: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for panel in sorted({key[0] for key in curves}, key=_panel_order):
@@ -148,9 +161,12 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
                 where[panel].plot(steps, values, LINESTYLES[split], color=COLOURS.get(method), marker="o" if split == "train" else "s",
                                   markersize=4, linewidth=0.8, alpha=0.5, label=f"paper {method} ({split})")
     legend = {}  # one entry per label: several runs and panels share them
-    for (_, title), ax in where.items():
+    last = defaultdict(int)
+    for (panel, *_), points in curves.items():
+        last[panel] = max(last[panel], points[-1][0])
+    for panel, ax in where.items():
         ax.set_xscale("log")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(panel_title(panel[1], last[panel]), fontsize=10)
         ax.set_xlabel("training samples evaluated")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(True, which="major", alpha=0.3)
@@ -181,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--figure", type=int, choices=sorted(FIGURES), default=2)
     parser.add_argument("--out", type=Path, help="image file to write (default: figure<N>.png)")
     parser.add_argument("--paper", action="store_true", help="overlay the paper's values")
-    parser.add_argument("--start", type=int, default=100_000, help="first training-sample count to plot (default: 10^5, as the paper)")
+    parser.add_argument("--start", type=int, default=100_000, help="first training-sample count to plot (default: 10^5, as the paper; "
+                        "a run that ends before it is drawn from its first point)")
     args = parser.parse_args(argv)
     try:
         folders = find_runs(args.runs)

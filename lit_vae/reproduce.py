@@ -235,8 +235,7 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
         runs = [run for run, meta in collected
                 if int(meta["figure"]) == figure and any(tag.startswith(FIGURES[figure][0] + "/") for tag in run.scalars)]
         if runs:
-            start = 100_000 if all(max((s for pts in r.scalars.values() for s, _ in pts), default=0) >= 10**6 for r in runs) else 1
-            image = draw(runs, figure, to / f"figure{figure}.png", paper=True, start=start)
+            image = draw(runs, figure, to / f"figure{figure}.png", paper=True)
             lines += [f"![Figure {figure}]({image.name})", ""]
     lines += ["## Measured and paper values (nats per datapoint)", "", table(collected),
               "## Training time per run", "", speed_table(collected)]

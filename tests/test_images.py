@@ -15,7 +15,7 @@ from lit_vae.callbacks import ImagesCallback
 from lit_vae.callbacks.images import manifold_points
 from lit_vae.datamodules import FreyFaceDataModule, MNISTDataModule
 from lit_vae.figures import main as figures
-from lit_vae.figures import paper_curves
+from lit_vae.figures import Run, draw, panel_title, paper_curves
 from tests.helpers import fit
 
 TAGS = ("images/manifold", "images/reconstructions", "images/samples")
@@ -141,6 +141,19 @@ class TestSettings:
         assert list(tmp_path.iterdir()) == []
 
 
+class TestShortRuns:
+    def test_a_run_shorter_than_the_papers_axis_is_drawn_from_its_first_point(self, tmp_path):
+        run = Run(tmp_path, "MNIST", "AEVB", 20, 50_000, {"lower_bound/train": [(100, -540.0), (20_000, -200.0)]})
+        out = draw([run], 2, tmp_path / "figure2.png", paper=True)
+        with Image.open(out) as image:
+            assert image.format == "PNG"
+
+    def test_a_panel_ending_before_the_papers_readings_says_so(self):
+        assert panel_title("MNIST, Nz = 20", 20_000) == (
+            "MNIST, Nz = 20\n(ends at 20,000 samples; the paper's readings begin at $10^6$)")
+        assert panel_title("MNIST, Nz = 20", 1_000_000) == "MNIST, Nz = 20"
+
+
 @pytest.mark.slow
 class TestFigures:
     def test_draws_a_png_from_a_real_run(self, run, tmp_path, capsys):
@@ -158,7 +171,7 @@ class TestFigures:
         assert not (tmp_path / "figure.png").exists()
 
     def test_refuses_runs_without_the_figures_tags(self, run, tmp_path):
-        with pytest.raises(SystemExit, match="none of the runs logged marginal_likelihood/train or marginal_likelihood/test"):
+        with pytest.raises(SystemExit, match="none of the runs logged marginal_likelihood/train or marginal_likelihood/test,"):
             figures([str(run), "--figure", "3", "--start", "0", "--out", str(tmp_path / "figure3.png")])
         assert not (tmp_path / "figure3.png").exists()
 
