@@ -43,6 +43,10 @@ from lit_vae.interfaces import NonFiniteError
 #: 10^7 training samples at M = 100: the right end of Figure 2.
 DEFAULT_MAX_STEPS = 100_000
 
+#: The seed of a run that names none (``--seed_everything``): always a number, which the run's
+#: ``config.yaml`` records, where Lightning's own default would warn "No seed found" and use 0.
+DEFAULT_SEED = 0
+
 TRAINER_DEFAULTS = {
     "accelerator": "cpu",
     "devices": 1,
@@ -292,6 +296,7 @@ def cli(args: list[str] | None = None) -> VAECLI:
             subclass_mode_model=True,
             subclass_mode_data=True,
             trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=DEFAULT_SEED,
             save_config_callback=SaveConfigOnce,
             args=None if args is None else shipped_configs(args),
         )

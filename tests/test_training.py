@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from lit_vae import VAE
 from lit_vae.cli import cli
@@ -134,6 +135,14 @@ class TestCommandLine:
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
         assert list(tmp_path.iterdir()) == []
+
+    def test_a_run_without_a_seed_uses_and_records_the_default_one(self, tmp_path, data_dir, recwarn):
+        cli(["fit", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--data.init_args.data_dir={data_dir}",
+             "--trainer.max_steps=1", "--model.init_args.hidden_dim=10", "--marginal_likelihood.during_fit=false",
+             "--progress_bar.refresh_rate=0", "--trainer.enable_model_summary=false"])
+        assert not [w for w in recwarn if "No seed found" in str(w.message)]
+        (config,) = (tmp_path / "runs").rglob("config.yaml")
+        assert yaml.safe_load(config.read_text())["seed_everything"] == 0
 
     def test_print_config(self, tmp_path):
         result = subprocess.run(
