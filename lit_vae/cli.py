@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -47,6 +47,10 @@ DEFAULT_MAX_STEPS = 100_000
 #: ``config.yaml`` records, where Lightning's own default would warn "No seed found" and use 0.
 DEFAULT_SEED = 0
 
+#: Where runs go (``<save_dir>/<run name>/version_<n>``) unless ``--trainer.default_root_dir`` or
+#: the logger's ``save_dir`` says otherwise.
+DEFAULT_SAVE_DIR = "runs"
+
 TRAINER_DEFAULTS = {
     "accelerator": "cpu",
     "devices": 1,
@@ -55,7 +59,7 @@ TRAINER_DEFAULTS = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         # No placeholder hp_metric: the lower bound is logged against samples evaluated.
-        "init_args": {"save_dir": "runs", "name": None, "default_hp_metric": False},
+        "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": None, "default_hp_metric": False},
     },
 }
 
@@ -83,9 +87,11 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(LowerBoundCallback, "lower_bound")
         parser.add_lightning_class_args(MarginalLikelihoodCallback, "marginal_likelihood")
         parser.add_lightning_class_args(ImagesCallback, "images")
-        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(RunState, "run_state")
-        parser.add_lightning_class_args(TQDMProgressBar, "progress_bar")
+        # Configurable like the callbacks above, but added by instantiate_trainer, which leaves
+        # them out where the Trainer's own flags say so.
+        parser.add_class_arguments(RunCheckpoint, "checkpoint", instantiate=True)
+        parser.add_class_arguments(TQDMProgressBar, "progress_bar", instantiate=True)
         parser.set_defaults({
             "model": {"class_path": "lit_vae.VAE"},
             "data": {"class_path": "lit_vae.datamodules.MNISTDataModule"},
@@ -128,6 +134,10 @@ class VAECLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         logger = logger_args(config.trainer.logger)
+        # As in any Lightning project: --trainer.default_root_dir decides where runs go, unless
+        # the logger's save_dir is given otherwise.
+        if logger is not None and config.trainer.default_root_dir is not None and logger.get("save_dir") == DEFAULT_SAVE_DIR:
+            logger.save_dir = config.trainer.default_root_dir
         if logger is not None and logger.get("name", "") is None:
             logger.name = runs.run_name(config.data.class_path, config.model.class_path, config.model.init_args.latent_dim)
         # ModelCheckpoint saves its folder in each checkpoint and, on resume, forgets which file
@@ -198,6 +208,23 @@ class VAECLI(LightningCLI):
             return read_checkpoint(path)
         except ValueError as error:
             self.parser.error(f"--ckpt_path: {error}")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """LightningCLI's, with this CLI's progress bar and step checkpoints added unless the
+        Trainer's flags say otherwise: no bar with ``enable_progress_bar false`` or where the
+        user's callbacks bring one (``RichProgressBar``); no checkpoints with
+        ``enable_checkpointing false``, which is then said, since the run cannot be resumed."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config["trainer"]
+        callbacks = list(trainer.get("callbacks") or [])
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(config["progress_bar"])
+        if trainer.get("enable_checkpointing") is not False:
+            callbacks.append(config["checkpoint"])
+        elif self.subcommand == "fit":
+            rank_zero_info("--trainer.enable_checkpointing false: this run saves no checkpoint, so it cannot be resumed "
+                           "(--ckpt_path last) or evaluated later (test --ckpt_path).")
+        return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
     def instantiate_classes(self) -> None:
         try:

@@ -144,6 +144,37 @@ class TestCommandLine:
         (config,) = (tmp_path / "runs").rglob("config.yaml")
         assert yaml.safe_load(config.read_text())["seed_everything"] == 0
 
+    @pytest.mark.parametrize("flag", ["enable_progress_bar=false", "enable_checkpointing=false", "rich_progress_bar",
+                                      "default_root_dir", "logger=false"])
+    def test_standard_trainer_flags(self, tmp_path, data_dir, flag, monkeypatch, caplog):
+        """Each flag as in any Lightning project: a short Frey Face fit in a fresh working folder."""
+        from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+        monkeypatch.chdir(tmp_path)
+        argument = {"rich_progress_bar": "--trainer.callbacks+=lightning.pytorch.callbacks.RichProgressBar",
+                    "default_root_dir": f"--trainer.default_root_dir={tmp_path / 'elsewhere'}"}.get(flag, f"--trainer.{flag}")
+        with caplog.at_level("INFO"):
+            trainer = cli(["fit", "--config", str(REPO / "configs" / "frey_face.yaml"), f"--data.init_args.data_dir={data_dir}",
+                           "--trainer.max_steps=20", "--model.init_args.hidden_dim=10", "--marginal_likelihood.during_fit=false",
+                           "--trainer.enable_model_summary=false", argument]).trainer
+        assert trainer.global_step == 20
+        run = tmp_path / ("elsewhere" if flag == "default_root_dir" else "runs") / "frey_face_nz10" / "version_0"
+        if flag == "enable_progress_bar=false":
+            assert trainer.progress_bar_callback is None
+        elif flag == "rich_progress_bar":
+            assert isinstance(trainer.progress_bar_callback, RichProgressBar)
+        if flag == "enable_checkpointing=false":
+            assert not any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)
+            assert not (run / "checkpoints").exists()
+            assert "this run saves no checkpoint, so it cannot be resumed" in caplog.text
+        elif flag == "logger=false":  # Lightning's default_root_dir, the working folder, holds the checkpoints
+            assert trainer.logger is None and not (tmp_path / "runs").exists()
+            assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+        else:
+            assert (run / "checkpoints" / "last.ckpt").is_file() and any(run.glob("events.out.tfevents.*"))
+        if flag == "default_root_dir":
+            assert not (tmp_path / "runs").exists()
+
     def test_print_config(self, tmp_path):
         result = subprocess.run(
             [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "frey_face.yaml"),
