@@ -14,8 +14,8 @@ from lit_vae import VAE
 from lit_vae.callbacks import ImagesCallback
 from lit_vae.callbacks.images import manifold_points
 from lit_vae.datamodules import FreyFaceDataModule, MNISTDataModule
-from lit_vae.figures import main as figures
 from lit_vae.figures import Run, draw, panel_title, paper_curves
+from lit_vae.figures import main as figures
 from tests.helpers import fit
 
 TAGS = ("images/manifold", "images/reconstructions", "images/samples")
