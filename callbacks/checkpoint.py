@@ -306,7 +306,7 @@ class RunCheckpoint(ModelCheckpoint):
         on_grid = bool(self.every_n_train_steps) and step % self.every_n_train_steps == 0
         if self.save_last and 0 <= trainer.max_steps <= step and not on_grid and self.dirpath is not None:
             path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=self.save_weights_only)
             self.last_model_path, self._final_step = path, step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -11,7 +11,9 @@ of that name exists.
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,8 @@ class VAECLI(LightningCLI):
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
         if "purge_step" in logger:  # TensorBoardLogger's (its SummaryWriter's) argument
             logger.purge_step = runs.purge_step(self.checkpoint)
+        # A resumed run's checkpoint folder is its own, and never empty: nothing to warn about.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     @staticmethod
     def _find_last(config: Namespace, logger: Namespace | None) -> Path:
@@ -315,8 +319,29 @@ def shipped_config(name: str) -> str:
     return str(candidate) if not Path(name).exists() and candidate.is_file() else name
 
 
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips (the "litlogger" one on every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+def silence_what_does_not_apply() -> None:
+    """Lightning's messages that say nothing about this project's runs: its tips; the warning
+    that an epoch (Frey Face's 16 minibatches) is shorter than ``log_every_n_steps``, which only
+    concerns per-step ``self.log`` calls (the models here log against samples evaluated, at epoch
+    ends and schedule points); that a data set without a validation split (Frey Face) skips
+    validation; and a deprecation inside Lightning's own code that no user can act on."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+    for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
+                    r"You defined a `validation_step` but have no `val_dataloader`",
+                    r"`isinstance\(treespec, LeafSpec\)` is deprecated"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def cli(args: list[str] | None = None) -> VAECLI:
     """Build and run the CLI on ``args`` (default: the command line); returns it, with its trainer."""
+    silence_what_does_not_apply()
     try:
         return VAECLI(
             GenerativeModel,

@@ -13,7 +13,7 @@ import yaml
 from lit_vae import VAE
 from lit_vae.cli import cli
 from lit_vae.events import read_scalars
-from tests.helpers import REPO, evaluate, fit, parameters
+from tests.helpers import REPO, evaluate, fit, load, parameters
 
 # Whole runs through the CLI: the slow tier (pytest -m "not slow" leaves them out).
 pytestmark = pytest.mark.slow
@@ -174,6 +174,24 @@ class TestCommandLine:
             assert (run / "checkpoints" / "last.ckpt").is_file() and any(run.glob("events.out.tfevents.*"))
         if flag == "default_root_dir":
             assert not (tmp_path / "runs").exists()
+
+    def test_no_tips_and_no_warnings_that_do_not_apply(self, tmp_path, data_dir, capfd, recwarn, caplog):
+        """Lightning's litlogger tip, Frey Face's short-epoch logging and missing-validation
+        warnings, Lightning's internal deprecation, and on a resume the checkpoint folder's
+        'exists and is not empty' are not printed."""
+        with caplog.at_level("INFO"):
+            for extra in ([], ["--trainer.max_steps=40", "--ckpt_path=last"]):
+                fit(tmp_path, data_dir, "--trainer.max_steps=20", "--model.init_args.hidden_dim=10",
+                    "--marginal_likelihood.during_fit=false", *extra, config="frey_face.yaml")
+        assert "lower_bound/test" in caplog.text  # what the CLI says still reaches the log
+        run = tmp_path / "runs" / "frey_face_nz10"
+        assert [p.name for p in run.iterdir()] == ["version_0"]  # the second fit resumed the first
+        assert load(run / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 40
+        printed = capfd.readouterr()
+        messages = printed.out + printed.err + caplog.text + "".join(str(w.message) for w in recwarn)
+        for noise in ("Tip:", "smaller than the logging interval", "exists and is not empty", "have no `val_dataloader`",
+                      "LeafSpec", "`weights_only` was not set"):
+            assert noise not in messages
 
     def test_print_config(self, tmp_path):
         result = subprocess.run(
