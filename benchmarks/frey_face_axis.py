@@ -15,6 +15,7 @@ with the x axis divided by the geometric mean of the factors, beside the paper's
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ from lit_vae.report import read_curves  # noqa: E402
 def first_reach(points: list[tuple[int, float]], value: float) -> float | None:
     """The first sample count at which the curve reaches ``value``, interpolated linearly in
     log(samples) between logged points; ``None`` if it never does."""
-    for (s0, v0), (s1, v1) in zip(points, points[1:]):
+    for (s0, v0), (s1, v1) in itertools.pairwise(points):
         if v0 < value <= v1:
             t = (value - v0) / (v1 - v0)
             return 10 ** (math.log10(s0) + t * (math.log10(s1) - math.log10(s0)))

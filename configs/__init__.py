@@ -13,3 +13,8 @@ if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; annotations only
 def config_file(name: str) -> Traversable:
     """The shipped config ``name`` (``mnist`` or ``mnist.yaml``), whether or not it exists."""
     return files(__name__) / (name if name.endswith(".yaml") else f"{name}.yaml")
+
+
+def config_names() -> list[str]:
+    """The names of the shipped configs (``mnist``, ``frey_face``, ...), sorted."""
+    return sorted(entry.name.removesuffix(".yaml") for entry in files(__name__).iterdir() if entry.name.endswith(".yaml"))

@@ -38,7 +38,7 @@ from lit_vae.callbacks.checkpoint import (
 from lit_vae.callbacks.images import ImagesCallback, manifold_points
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
-from lit_vae.configs import config_file
+from lit_vae.configs import config_file, config_names
 from lit_vae.generative import GenerativeModel
 from lit_vae.interfaces import NonFiniteError
 
@@ -339,6 +339,17 @@ def silence_what_does_not_apply() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def description() -> str:
+    """What ``--help`` says of the tool: what it runs, the shipped configs, the models."""
+    return (
+        "lit-vae: Kingma & Welling, Auto-Encoding Variational Bayes (arXiv 1312.6114), on PyTorch Lightning. "
+        f"Train with `fit --config NAME` (shipped configs: {', '.join(config_names())}), resume with "
+        "`--ckpt_path last`, evaluate with `test --ckpt_path last`. Models (--model): VAE (AEVB, the default), "
+        "lit_vae.baselines.WakeSleep, lit_vae.baselines.MCEM; `fit --model.help VAE` lists a model's options. "
+        "`lit-vae reproduce --help`: the paper's figures in one command."
+    )
+
+
 def cli(args: list[str] | None = None) -> VAECLI:
     """Build and run the CLI on ``args`` (default: the command line); returns it, with its trainer."""
     silence_what_does_not_apply()
@@ -350,6 +361,8 @@ def cli(args: list[str] | None = None) -> VAECLI:
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=DEFAULT_SEED,
             save_config_callback=SaveConfigOnce,
+            parser_kwargs={"description": description(),
+                           **{command: {"description": description()} for command in ("fit", "validate", "test", "predict")}},
             args=None if args is None else shipped_configs(args),
         )
     finally:  # the fit has ended (or failed): its run folder is free for the next

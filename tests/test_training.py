@@ -193,6 +193,14 @@ class TestCommandLine:
                       "LeafSpec", "`weights_only` was not set"):
             assert noise not in messages
 
+    def test_help_describes_the_tool_and_its_models(self, capsys):
+        for args in (["--help"], ["fit", "--help"]):
+            with pytest.raises(SystemExit):
+                cli(args)
+            text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+            assert "Auto-Encoding Variational Bayes" in text and "Lightning Trainer command line tool" not in text
+            assert all(name in text for name in ("VAE", "WakeSleep", "MCEM", "mnist,", "frey_face,", "figure3_n50000_mcem"))
+
     def test_print_config(self, tmp_path):
         result = subprocess.run(
             [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "frey_face.yaml"),
