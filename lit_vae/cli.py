@@ -11,8 +11,10 @@ of that name exists.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,10 @@ DEFAULT_MAX_STEPS = 100_000
 #: The seed of a run that names none (``--seed_everything``): always a number, which the run's
 #: ``config.yaml`` records, where Lightning's own default would warn "No seed found" and use 0.
 DEFAULT_SEED = 0
+
+#: The model's arguments that the CLI links from the data module, and what to give instead.
+LINKED_FROM_DATA = {"input_dim": "it is the data set's number of pixels",
+                    "train_size": "give --data.init_args.train_size instead"}
 
 #: Where runs go (``<save_dir>/<run name>/version_<n>``) unless ``--trainer.default_root_dir`` or
 #: the logger's ``save_dir`` says otherwise.
@@ -105,6 +111,8 @@ class VAECLI(LightningCLI):
             # A refresh costs a fraction of a millisecond: every 50 steps it is lost in the noise.
             "progress_bar.refresh_rate": 50,
         })
+        parser.add_argument("--allow_other_optimizer", type=bool, default=False,
+                            help="let --optimizer / --lr_scheduler replace the paper's Adagrad and its accumulate-only warm-up")
         parser.link_arguments("data", "model.init_args.input_dim", compute_fn=lambda data: data.input_dim, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.train_size", compute_fn=lambda data: data.train_size, apply_on="instantiate")
 
@@ -149,6 +157,7 @@ class VAECLI(LightningCLI):
         if config.checkpoint.dirpath is not None:
             config.checkpoint.dirpath = str(Path(config.checkpoint.dirpath).resolve())
         self._check_steps(config)
+        self._refuse_what_would_be_replaced(config)
         if config.ckpt_path is not None:
             self._find_checkpoint(config, logger)
         if self.subcommand == "fit" and config.ckpt_path is not None:
@@ -167,6 +176,20 @@ class VAECLI(LightningCLI):
         every = config.checkpoint.every_n_train_steps
         if every is not None and every < 0:
             self.parser.error(f"--checkpoint.every_n_train_steps must be >= 0 (0: no step checkpoints), got {every}")
+
+    def _refuse_what_would_be_replaced(self, config: Namespace) -> None:
+        """Options that would be replaced silently, refused in one line naming the one that
+        decides: the model's sizes linked from the data, and another optimizer in place of the
+        paper's (LightningCLI's ``--optimizer`` replaces ``configure_optimizers``) without
+        ``--allow_other_optimizer``."""
+        defaults = inspect.signature(GenerativeModel.__init__).parameters
+        for key, instead in LINKED_FROM_DATA.items():
+            if config.model.init_args.get(key, defaults[key].default) != defaults[key].default:
+                self.parser.error(f"--model.init_args.{key} is set from the data, which would override it: {instead}")
+        chosen = [f"--{key}" for key in ("optimizer", "lr_scheduler") if config.get(key) is not None]
+        if chosen and not config.allow_other_optimizer:
+            self.parser.error(f"{' and '.join(chosen)} would replace the paper's Adagrad and its accumulate-only warm-up "
+                              "(configure_optimizers); add --allow_other_optimizer true to do that")
 
     def _find_checkpoint(self, config: Namespace, logger: Namespace | None) -> None:
         """Resolve ``--ckpt_path last`` (for every subcommand) to the newest state of the newest
@@ -267,6 +290,7 @@ class VAECLI(LightningCLI):
                     self.parser.error(f"--images.{error}")
         if self.subcommand == "fit" and self.trainer.is_global_zero:
             self._take_run_folder()
+            self._fit_started = time.perf_counter(), self.checkpoint.get("samples_evaluated", 0) if self.checkpoint else 0
 
     def _take_run_folder(self) -> None:
         """Every check passed: from here on this process writes into its run folder. Lock it (a
@@ -280,6 +304,7 @@ class VAECLI(LightningCLI):
             runs.lock_folder(Path(folder))
         except BlockingIOError as error:
             self.parser.error(str(error))
+        rank_zero_info(f"run folder: {Path(folder).resolve()}")
         checkpoints = Path(self.config.fit.ckpt_path).parent if self.checkpoint is not None else None
         if checkpoints is not None and Path(folder) in (checkpoints, checkpoints.parent):  # a folder this process holds
             AtomicCheckpointIO.remove_leftovers(checkpoints)
@@ -287,6 +312,23 @@ class VAECLI(LightningCLI):
                 self.trainer.checkpoint_callback.remove_orphans(checkpoints, self.checkpoint)
 
     before_validate = before_test = before_predict = before_fit
+
+    def after_fit(self) -> None:
+        """What the fit leaves, said at its end: the run folder, the last checkpoint, samples
+        evaluated, the final bounds and samples per second over the whole fit."""
+        trainer, model = self.trainer, self.model
+        if not trainer.is_global_zero:
+            return
+        started, samples_at_start = getattr(self, "_fit_started", (time.perf_counter(), 0))
+        lines = [f"run folder:        {Path(trainer.log_dir).resolve()}"] if trainer.loggers else []
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "")
+        lines.append(f"last checkpoint:   {last or 'none (checkpointing is off)'}")
+        rate = (model.samples_evaluated - samples_at_start) / max(time.perf_counter() - started, 1e-9)
+        lines.append(f"samples evaluated: {model.samples_evaluated:,} ({rate:,.0f} samples/s over this fit, evaluations included)")
+        for tag in ("lower_bound/train", "lower_bound/test"):
+            if tag in trainer.callback_metrics:
+                lines.append(f"{tag + ':':18} {trainer.callback_metrics[tag].item():.2f} nats per datapoint")
+        rank_zero_info("\n".join(lines))
 
 
 def logger_args(logger: object) -> Namespace | None:

@@ -127,6 +127,10 @@ class TestCommandLine:
         ("--model.init_args.estimator=C", "estimator"),
         ("--model.init_args.no_such_option=1", "no_such_option"),
         ("--data.init_args.binarize=sometimes", "binarize"),
+        ("--model.train_size=1000", "--model.init_args.train_size is set from the data, which would override it: "
+                                    "give --data.init_args.train_size instead"),
+        ("--optimizer=Adam", "--optimizer would replace the paper's Adagrad and its accumulate-only warm-up "
+                             "(configure_optimizers); add --allow_other_optimizer true to do that"),
     ])
     def test_invalid_values_fail_before_anything_is_written(self, tmp_path, data_dir, argument, message, monkeypatch, capsys):
         monkeypatch.chdir(tmp_path)  # where the default run folder would go
@@ -175,10 +179,11 @@ class TestCommandLine:
         if flag == "default_root_dir":
             assert not (tmp_path / "runs").exists()
 
-    def test_no_tips_and_no_warnings_that_do_not_apply(self, tmp_path, data_dir, capfd, recwarn, caplog):
-        """Lightning's litlogger tip, Frey Face's short-epoch logging and missing-validation
-        warnings, Lightning's internal deprecation, and on a resume the checkpoint folder's
-        'exists and is not empty' are not printed."""
+    def test_console_says_what_happened_and_nothing_that_does_not_apply(self, tmp_path, data_dir, capfd, recwarn, caplog):
+        """A fit names its run folder at the start and sums up at the end; Lightning's litlogger
+        tip, Frey Face's short-epoch logging and missing-validation warnings, Lightning's internal
+        deprecation, and on a resume the checkpoint folder's 'exists and is not empty' are not
+        printed."""
         with caplog.at_level("INFO"):
             for extra in ([], ["--trainer.max_steps=40", "--ckpt_path=last"]):
                 fit(tmp_path, data_dir, "--trainer.max_steps=20", "--model.init_args.hidden_dim=10",
@@ -187,6 +192,10 @@ class TestCommandLine:
         run = tmp_path / "runs" / "frey_face_nz10"
         assert [p.name for p in run.iterdir()] == ["version_0"]  # the second fit resumed the first
         assert load(run / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 40
+        assert caplog.text.count(f"run folder: {run / 'version_0'}") == 2
+        assert f"last checkpoint:   {run / 'version_0' / 'checkpoints' / 'last.ckpt'}" in caplog.text
+        assert "samples evaluated: 2,000 (" in caplog.text and "samples evaluated: 4,000 (" in caplog.text
+        assert re.search(r"lower_bound/test: +-?\d+\.\d\d nats per datapoint", caplog.text)
         printed = capfd.readouterr()
         messages = printed.out + printed.err + caplog.text + "".join(str(w.message) for w in recwarn)
         for noise in ("Tip:", "smaller than the logging interval", "exists and is not empty", "have no `val_dataloader`",
@@ -200,6 +209,12 @@ class TestCommandLine:
             text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
             assert "Auto-Encoding Variational Bayes" in text and "Lightning Trainer command line tool" not in text
             assert all(name in text for name in ("VAE", "WakeSleep", "MCEM", "mnist,", "frey_face,", "figure3_n50000_mcem"))
+
+    def test_another_optimizer_with_the_explicit_flag(self, tmp_path, data_dir):
+        trainer = cli(["fit", "--config", str(REPO / "configs" / "frey_face.yaml"), f"--data.init_args.data_dir={data_dir}",
+                       f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.max_steps=2", "--model.init_args.hidden_dim=10",
+                       "--marginal_likelihood.during_fit=false", "--optimizer=Adam", "--allow_other_optimizer=true"]).trainer
+        assert type(trainer.optimizers[0]).__name__ == "Adam"
 
     def test_print_config(self, tmp_path):
         result = subprocess.run(
