@@ -395,6 +395,7 @@ def description() -> str:
 def cli(args: list[str] | None = None) -> VAECLI:
     """Build and run the CLI on ``args`` (default: the command line); returns it, with its trainer."""
     silence_what_does_not_apply()
+    about = {"description": description()}
     try:
         return VAECLI(
             GenerativeModel,
@@ -403,8 +404,7 @@ def cli(args: list[str] | None = None) -> VAECLI:
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=DEFAULT_SEED,
             save_config_callback=SaveConfigOnce,
-            parser_kwargs={"description": description(),
-                           **{command: {"description": description()} for command in ("fit", "validate", "test", "predict")}},
+            parser_kwargs={**about, **{command: about for command in ("fit", "validate", "test", "predict")}},
             args=None if args is None else shipped_configs(args),
         )
     finally:  # the fit has ended (or failed): its run folder is free for the next

@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--figure", type=int, choices=sorted(FIGURES), default=2)
     parser.add_argument("--out", type=Path, help="image file to write (default: figure<N>.png)")
     parser.add_argument("--paper", action="store_true", help="overlay the paper's values")
-    parser.add_argument("--start", type=int, default=100_000, help="first training-sample count to plot (default: 10^5, as the paper; "
+    parser.add_argument("--start", type=int, default=PAPER_START, help="first training-sample count to plot (default: 10^5, as the paper; "
                         "a run that ends before it is drawn from its first point)")
     args = parser.parse_args(argv)
     try:
