@@ -317,10 +317,11 @@ class VAECLI(LightningCLI):
         """What the fit leaves, said at its end: the run folder, the last checkpoint, samples
         evaluated, the final bounds and samples per second over the whole fit."""
         trainer, model = self.trainer, self.model
+        folder = trainer.log_dir if trainer.loggers else None  # a broadcast under DDP: every rank asks
         if not trainer.is_global_zero:
             return
         started, samples_at_start = getattr(self, "_fit_started", (time.perf_counter(), 0))
-        lines = [f"run folder:        {Path(trainer.log_dir).resolve()}"] if trainer.loggers else []
+        lines = [f"run folder:        {Path(folder).resolve()}"] if folder else []
         last = getattr(trainer.checkpoint_callback, "last_model_path", "")
         lines.append(f"last checkpoint:   {last or 'none (checkpointing is off)'}")
         rate = (model.samples_evaluated - samples_at_start) / max(time.perf_counter() - started, 1e-9)
