@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +45,7 @@ class MarginalLikelihoodCallback(pl.Callback):
         settings: the protocol of Appendix D (samples, leapfrog steps, burn-in, points, ...).
         mantissas: schedule points are ``m x 10^k``.
         start: first sample count of the schedule to evaluate at.
-        chunk_size: datapoints processed at once (bounds memory; one progress-bar tick each).
+        chunk_size: datapoints processed at once (bounds memory).
         seed: seed of the estimators' noise.
     """
 
@@ -113,14 +114,41 @@ class MarginalLikelihoodCallback(pl.Callback):
         metrics = {name: MeanMetric().to(pl_module.device) for name in names}
         chunks = shard.split(self.chunk_size)
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
-        for x in tqdm(chunks, desc=f"log p(x), {split}", leave=False, disable=not show):
+        progress = Progress(len(chunks) * (self.settings.burn_in + self.settings.num_samples), f"log p(x), {split}", show)
+        for x in chunks:
             init = (pl_module.encode(x)[0].detach() if encoder else
                     prior_search(pl_module.log_joint, pl_module.prior_sample, x, self.settings.prior_draws, generator=generator))
             metrics["marginal_likelihood"].update(hmc_log_marginal(
-                pl_module.log_joint, x, pl_module.latent_dim, settings=self.settings, init=init, generator=generator))
+                pl_module.log_joint, x, pl_module.latent_dim, settings=self.settings, init=init, generator=generator,
+                on_iteration=progress.tick))
             if encoder:
                 metrics["marginal_likelihood_importance"].update(
                     importance_log_marginal(pl_module, x, self.settings.importance_samples, generator=generator))
                 with torch.no_grad():
                     metrics["lower_bound"].update(pl_module.lower_bound(x, generator=generator))
+        progress.close()
         return {name: metric.compute().item() for name, metric in metrics.items()}
+
+
+class Progress:
+    """The HMC evaluation's progress, one tick per HMC iteration of every chunk: a bar on a
+    terminal; elsewhere (a log file, a pipe) a plain line at each tenth, with no cursor codes."""
+
+    def __init__(self, total: int, description: str, show: bool) -> None:
+        self.total, self.description, self.done, self.tenths = total, description, 0, 0
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=total, desc=description, leave=False) if show and sys.stderr.isatty() else None
+        self.plain = show and self.bar is None
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update()
+        elif self.plain and self.done * 10 >= (self.tenths + 1) * self.total:
+            self.tenths = self.done * 10 // self.total
+            print(f"{self.description}: {self.done / self.total:.0%} of {self.total:,} HMC iterations "
+                  f"({time.perf_counter() - self.started:.0f} s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

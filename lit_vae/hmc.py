@@ -89,11 +89,13 @@ def hmc(
     step_size: float | Tensor = 0.1,
     target_accept: float = 0.9,
     generator: torch.Generator | None = None,
+    on_iteration: Callable[[], None] | None = None,
 ) -> HMCResult:
     """Run HMC chains from ``init`` (``[*chains, D]``) and return ``num_samples`` states of each.
 
     The first ``burn_in`` iterations adapt each chain's step size and are discarded; with
     ``burn_in=0`` the given step sizes are used as they are (e.g. persisted between calls).
+    ``on_iteration`` is called after each of the ``burn_in + num_samples`` iterations (progress).
     """
     chains = init.shape[:-1]
     step = torch.as_tensor(step_size, dtype=init.dtype, device=init.device).expand(chains).clone()
@@ -115,4 +117,6 @@ def hmc(
         else:
             samples.append(z)
             accepted += accept_prob
+        if on_iteration is not None:
+            on_iteration()
     return HMCResult(torch.stack(samples), accepted / max(num_samples, 1), step)

@@ -39,8 +39,10 @@ def hmc_log_marginal(
     settings: AppendixD = APPENDIX_D,
     init: Tensor | None = None,
     generator: torch.Generator | None = None,
+    on_iteration: Callable[[], None] | None = None,
 ) -> Tensor:
-    """log p(x) per datapoint by the estimator of Appendix D; returns ``[B]``.
+    """log p(x) per datapoint by the estimator of Appendix D; returns ``[B]``. ``on_iteration``
+    is called after each HMC iteration (``settings.burn_in + settings.num_samples`` of them).
 
     Choices the paper leaves open, made here (``settings`` holds the numbers, the paper's by
     default):
@@ -66,7 +68,8 @@ def hmc_log_marginal(
     num_samples = settings.num_samples
     start = torch.zeros(x.shape[0], latent_dim, dtype=x.dtype, device=x.device) if init is None else init
     result = hmc(lambda z: log_joint(x, z), start, num_samples=num_samples, num_leapfrog=settings.num_leapfrog,
-                 burn_in=settings.burn_in, target_accept=settings.target_accept, generator=generator)
+                 burn_in=settings.burn_in, target_accept=settings.target_accept, generator=generator,
+                 on_iteration=on_iteration)
     samples = result.samples.transpose(0, 1)  # [B, S, D]
     fit, evaluate = samples[:, : num_samples // 2], samples[:, num_samples // 2 :]
     log_q = fit_density(fit)(evaluate)  # [B, L]

@@ -74,6 +74,13 @@ class TestMarginalLikelihood:
         exact = model.exact_log_marginal(x)
         assert abs((estimate - exact).mean().item()) < 0.1
 
+    def test_reports_every_hmc_iteration(self):
+        model = LinearGaussian(2)
+        ticks = []
+        hmc_log_marginal(model.log_joint, model.sample(5), 2, settings=AppendixD(num_samples=8, burn_in=6),
+                         generator=torch.Generator().manual_seed(0), on_iteration=lambda: ticks.append(1))
+        assert len(ticks) == 6 + 8
+
     @pytest.mark.parametrize("latent_dim", [2, 3])
     def test_importance_estimator_matches_the_exact_value(self, latent_dim):
         model = LinearGaussian(latent_dim)

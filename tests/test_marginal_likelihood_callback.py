@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lit_vae.callbacks import MarginalLikelihoodCallback
+from lit_vae.callbacks.marginal_likelihood import Progress
 from lit_vae.events import read_scalars
 from tests.helpers import evaluate, fit, parameters
 
@@ -25,6 +26,23 @@ def runs(tmp_path_factory, data_dir):
     fit(tmp / "with", data_dir, *FAST, config="figure3_n1000.yaml")
     fit(tmp / "without", data_dir, *FAST, "--marginal_likelihood.during_fit=false", config="figure3_n1000.yaml")
     return tmp / "with" / "runs" / "figure3_n1000" / "version_0", tmp / "without" / "runs" / "figure3_n1000" / "version_0"
+
+
+class TestProgress:
+    def test_plain_lines_without_cursor_codes_when_not_a_terminal(self, capsys):
+        progress = Progress(25, "log p(x), test", show=True)  # pytest's captured stderr is no terminal
+        for _ in range(25):
+            progress.tick()
+        progress.close()
+        lines = capsys.readouterr().err.splitlines()
+        assert [line.split(" of ")[0] for line in lines] == [f"log p(x), test: {p}%" for p in (12, 20, 32, 40, 52, 60, 72, 80, 92, 100)]
+        assert not any("\r" in line or "\x1b" in line for line in lines)
+
+    def test_silent_when_not_shown(self, capsys):
+        progress = Progress(10, "log p(x), test", show=False)
+        for _ in range(10):
+            progress.tick()
+        assert capsys.readouterr().err == ""
 
 
 class TestDuringFit:
