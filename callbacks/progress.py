@@ -1,5 +1,6 @@
-"""A run's progress in a small file, for whatever watches runs from outside (``lit-vae reproduce``,
-a cluster job's owner): samples evaluated, seconds trained, samples per second."""
+"""A run's progress: in a small file, for whatever watches runs from outside (``lit-vae
+reproduce``, a cluster job's owner): samples evaluated, seconds trained, samples per second; and
+on the console's progress bar, the samples evaluated (Figure 2's x axis)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from lit_vae.interfaces import require_model
 
@@ -91,3 +93,15 @@ def read_progress(folder: str | Path) -> dict[str, Any] | None:
         return json.loads((Path(folder) / PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+class SamplesProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, with the training samples evaluated among its numbers (the x
+    axis of Figures 2 and 3; Lightning's own counts are steps)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        require_model(pl_module, type(self).__name__)
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
+        return {"samples": f"{pl_module.samples_evaluated:,}", **super().get_metrics(trainer, pl_module)}

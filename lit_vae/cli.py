@@ -21,7 +21,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -40,6 +40,7 @@ from lit_vae.callbacks.checkpoint import (
 from lit_vae.callbacks.images import ImagesCallback, manifold_points
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
+from lit_vae.callbacks.progress import SamplesProgressBar
 from lit_vae.configs import config_file, config_names
 from lit_vae.generative import GenerativeModel
 from lit_vae.interfaces import NonFiniteError
@@ -99,7 +100,7 @@ class VAECLI(LightningCLI):
         # Configurable like the callbacks above, but added by instantiate_trainer, which leaves
         # them out where the Trainer's own flags say so.
         parser.add_class_arguments(RunCheckpoint, "checkpoint", instantiate=True)
-        parser.add_class_arguments(TQDMProgressBar, "progress_bar", instantiate=True)
+        parser.add_class_arguments(SamplesProgressBar, "progress_bar", instantiate=True)
         parser.set_defaults({
             "model": {"class_path": "lit_vae.VAE"},
             "data": {"class_path": "lit_vae.datamodules.MNISTDataModule"},
