@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
 from lit_vae.interfaces import evaluating, require_model
-from lit_vae.logging import log_at_samples
+from lit_vae.logging import log_evaluation
 
 
 class LowerBoundCallback(pl.Callback):
@@ -73,12 +73,9 @@ class LowerBoundCallback(pl.Callback):
             self._count = 0
             value = metric.compute().item()
             metric.reset()
-            log_at_samples(trainer, {"lower_bound/train": value}, pl_module.samples_evaluated)
-            pl_module.log("lower_bound/train", value, prog_bar=True, logger=False, rank_zero_only=True)
+            log_evaluation(pl_module, {"lower_bound/train": value}, pl_module.samples_evaluated, prog_bar=True)
         if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
-            value = self.evaluate_test(trainer, pl_module)
-            if value is not None:
-                pl_module.log("lower_bound/test", value, prog_bar=True, logger=False, rank_zero_only=True)
+            self.evaluate_test(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._active and self._last_test != pl_module.samples_evaluated:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from lit_vae.appendix_d import APPENDIX_D, AppendixD
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
 from lit_vae.interfaces import SplitData, evaluating, require_model
-from lit_vae.logging import log_at_samples
+from lit_vae.logging import log_evaluation
 from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal, prior_search
 from lit_vae.seeding import seeded_generator
 
@@ -93,7 +93,7 @@ class MarginalLikelihoodCallback(pl.Callback):
                 means = self._estimate(trainer, pl_module, datamodule.splits[split][: self.settings.num_datapoints], split)
                 results.update({f"{name}/{split}": value for name, value in means.items()})
         self.results = results
-        log_at_samples(trainer, {k: v for k, v in results.items() if not k.startswith("lower_bound")}, pl_module.samples_evaluated)
+        log_evaluation(pl_module, {k: v for k, v in results.items() if not k.startswith("lower_bound")}, pl_module.samples_evaluated)
         for split in splits:
             others = (f", importance ({self.settings.importance_samples:,} samples) "
                       f"{results[f'marginal_likelihood_importance/{split}']:.2f}, "

@@ -11,13 +11,15 @@ of that name exists.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
+import re
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
@@ -27,7 +29,8 @@ from lightning.pytorch.core import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_vae import reproduce, runs
+# baselines imported so that `--model WakeSleep` / `--model MCEM` resolve by class name, as VAE does.
+from lit_vae import baselines, reproduce, runs  # noqa: F401
 from lit_vae.callbacks.checkpoint import (
     EVERY_N_TRAIN_STEPS,
     AtomicCheckpointIO,
@@ -71,6 +74,55 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": None, "default_hp_metric": False},
     },
 }
+
+
+class OneLineErrors(LightningArgumentParser):
+    """LightningCLI's parser, whose errors are one line: what was wrong, and for an unknown
+    option the closest valid ones, without the usage block of some 200 options before it."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse parsing a nested value: it catches this and goes on
+            super().error(message, ex)
+        sys.stderr.write(f"error: {short_error(message, self)}\n")
+        sys.exit(2)
+
+
+def short_error(message: str, parser: LightningArgumentParser) -> str:
+    """The line of a parser's ``message`` that names the problem, with the closest valid names
+    where it is an option that does not exist."""
+    if unknown := re.search(r"unrecognized arguments: (--[\w.]+)", message, re.IGNORECASE):
+        option = unknown.group(1)
+        valid = [name for action in parser._actions for name in action.option_strings if name.startswith("--")]
+        return f"no option {option}{_closest(option, valid, '')}"
+    if unknown := re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message):
+        class_path, name = unknown.groups()
+        module, _, cls = class_path.rpartition(".")
+        klass = getattr(sys.modules.get(module), cls, None)  # imported by the parser already: nothing new is imported
+        if isinstance(klass, type):
+            options = {parameter for base in klass.__mro__ if "__init__" in vars(base)
+                       for parameter in inspect.signature(base.__init__).parameters} - {"self", "args", "kwargs"}
+            return f"{cls} has no option {name}{_closest(name, sorted(options), '--model.init_args.')}"
+    return _reason(message)
+
+
+#: jsonargparse's frames around the reason of a failed value: none of them says what was wrong.
+_FRAMES = re.compile(r"Parser key|Does not validate|Subtypes:|Errors:|Problem with given class_path|Given value|"
+                     r"Expected a <class 'NoneType'>")
+
+
+def _reason(message: str) -> str:
+    """The reason in a jsonargparse message, after the option it concerns (from its nested
+    ``Parser key`` lines), e.g. ``--model.init_args.estimator: Expected a typing.Literal['A', 'B']``."""
+    lines = [re.sub(r"^\s*- ", "", re.sub(r'^\s*Parser key "[\w.]+":\s*', "", line)).strip() for line in message.splitlines()]
+    reasons = [line for line in lines if line and not _FRAMES.search(line)]
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    option = f"--{keys[0]}.init_args.{'.'.join(keys[1:])}: " if len(keys) > 1 else f"--{keys[0]}: " if keys else ""
+    return option + "; ".join(reasons) if reasons else message.strip().splitlines()[0]
+
+
+def _closest(name: str, valid: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(name, valid, n=3)
+    return f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else " (--help lists the options)"
 
 
 class SaveConfigOnce(SaveConfigCallback):
@@ -122,6 +174,9 @@ class VAECLI(LightningCLI):
         LightningCLI reads the model's hyperparameters from it: a file that cannot be read or that
         would need arbitrary unpickling is refused here, with a message."""
         super().parse_arguments(parser, args)
+        # Before LightningCLI puts a checkpoint's hyperparameters into the config: only what
+        # the user gave is judged.
+        self._refuse_what_would_be_replaced(self.config[self.config.subcommand] if self.config.get("subcommand") else self.config)
         self.checkpoint: dict[str, Any] | None = None
         path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
         if path is not None and Path(path).is_file():
@@ -158,7 +213,6 @@ class VAECLI(LightningCLI):
         if config.checkpoint.dirpath is not None:
             config.checkpoint.dirpath = str(Path(config.checkpoint.dirpath).resolve())
         self._check_steps(config)
-        self._refuse_what_would_be_replaced(config)
         if config.ckpt_path is not None:
             self._find_checkpoint(config, logger)
         if self.subcommand == "fit" and config.ckpt_path is not None:
@@ -389,7 +443,7 @@ def description() -> str:
         "lit-vae: Kingma & Welling, Auto-Encoding Variational Bayes (arXiv 1312.6114), on PyTorch Lightning. "
         f"Train with `fit --config NAME` (shipped configs: {', '.join(config_names())}), resume with "
         "`--ckpt_path last`, evaluate with `test --ckpt_path last`. Models (--model): VAE (AEVB, the default), "
-        "lit_vae.baselines.WakeSleep, lit_vae.baselines.MCEM; `fit --model.help VAE` lists a model's options. "
+        "WakeSleep, MCEM (lit_vae.baselines); `fit --model.help VAE` lists a model's options. "
         "`lit-vae reproduce --help`: the paper's figures in one command."
     )
 
@@ -406,6 +460,7 @@ def cli(args: list[str] | None = None) -> VAECLI:
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=DEFAULT_SEED,
             save_config_callback=SaveConfigOnce,
+            parser_class=OneLineErrors,
             parser_kwargs={**about, **{command: about for command in ("fit", "validate", "test", "predict")}},
             args=None if args is None else shipped_configs(args),
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
@@ -17,6 +19,29 @@ def log_at_samples(trainer: pl.Trainer, metrics: dict[str, float], samples: int)
     """
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=samples)
+
+
+def log_evaluation(module: pl.LightningModule, metrics: dict[str, float], samples: int, prog_bar: bool = False) -> None:
+    """Log an evaluation's ``metrics`` (lower bound, marginal likelihood) at step = ``samples``.
+
+    Under ``test`` and ``validate`` through ``module.log`` with Lightning's own ``step`` entry,
+    which sets the step its loggers write at: ``trainer.test()`` returns the numbers, Lightning
+    prints its results table, and the loggers get the same numbers, once. During ``fit``
+    straight to the loggers (:func:`log_at_samples`), and to the callback metrics without
+    ``step``: there it would become the ``step=`` in ModelCheckpoint's file names.
+    """
+    trainer = module.trainer
+    if trainer.sanity_checking:
+        return
+    if trainer.state.fn == TrainerFn.FITTING:
+        log_at_samples(trainer, metrics, samples)
+        for tag, value in metrics.items():
+            module.log(tag, value, prog_bar=prog_bar, logger=False, rank_zero_only=True)
+    else:
+        for tag, value in metrics.items():
+            module.log(tag, value, rank_zero_only=True)
+        # float64: a float32 step would be rounded above 2^24 samples
+        module.log("step", torch.tensor(samples, dtype=torch.float64), rank_zero_only=True)
 
 
 @rank_zero_only

@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 from lit_vae.datamodules.batches import Batch
 from lit_vae.estimators import ESTIMATORS
 from lit_vae.generative import EVAL_STREAM, GenerativeModel, check_positive
-from lit_vae.logging import log_at_samples
+from lit_vae.logging import log_evaluation
 
 
 class VAE(GenerativeModel):
@@ -77,10 +77,10 @@ class VAE(GenerativeModel):
         self.test_bound.update(self.evaluation_bound(batch, batch_idx))
 
     def on_validation_epoch_end(self) -> None:
-        self.log("lower_bound/validation", self.log_bound("lower_bound/validation", self.validation_bound), logger=False)
+        self.log_bound("lower_bound/validation", self.validation_bound)
 
     def on_test_epoch_end(self) -> None:
-        self.log("lower_bound/test", self.log_bound("lower_bound/test", self.test_bound), logger=False)
+        self.log_bound("lower_bound/test", self.test_bound)
 
     def log_bound(self, tag: str, metric: MeanMetric) -> float:
         """The mean of ``metric`` (reset after), logged as ``tag`` at the samples evaluated: the
@@ -88,9 +88,7 @@ class VAE(GenerativeModel):
         lower-bound callback's evaluations during ``fit`` (which run :meth:`test_step`)."""
         value = metric.compute().item()
         metric.reset()
-        if not self.trainer.sanity_checking:
-            # Straight to the loggers: the step is samples evaluated, not Lightning's step count.
-            log_at_samples(self.trainer, {tag: value}, self.samples_evaluated)
-            if self.trainer.state.fn != TrainerFn.FITTING:
-                rank_zero_info(f"{tag} = {value:.2f} nats per datapoint (model trained on {self.samples_evaluated:,} samples)")
+        log_evaluation(self, {tag: value}, self.samples_evaluated, prog_bar=True)
+        if not self.trainer.sanity_checking and self.trainer.state.fn != TrainerFn.FITTING:
+            rank_zero_info(f"{tag} = {value:.2f} nats per datapoint (model trained on {self.samples_evaluated:,} samples)")
         return value

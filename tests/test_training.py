@@ -70,6 +70,17 @@ class TestFit:
         assert read_scalars(tmp_path)["lower_bound/test"] == [(final[0], pytest.approx(final[1], abs=1e-3))]
         assert [step for step, _ in read_scalars(tmp_path)["marginal_likelihood_importance/test"]] == [final[0]]
 
+    def test_trainer_test_returns_the_numbers_it_logs(self, mnist_run, tmp_path, data_dir):
+        checkpoint = mnist_run / "checkpoints" / "last.ckpt"
+        built = evaluate(tmp_path, data_dir, checkpoint,
+                         "--marginal_likelihood.settings.num_datapoints=10", "--marginal_likelihood.settings.importance_samples=10")
+        returned, = built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path=str(checkpoint))
+        logged = read_scalars(tmp_path)
+        tags = {"lower_bound/test", "marginal_likelihood/test", "marginal_likelihood_importance/test"}
+        assert set(returned) == tags | {"step"} and returned["step"] == 50_000
+        for tag in tags:  # both runs (the CLI's, then ours) logged the same number at the checkpoint's samples
+            assert logged[tag] == [(50_000, pytest.approx(returned[tag], abs=1e-4))] * 2
+
 
 class TestResume:
     ARGS = ("--model.init_args.hidden_dim=50", "--checkpoint.every_n_train_steps=100")
@@ -139,6 +150,20 @@ class TestCommandLine:
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
         assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize(("arguments", "line"), [
+        (["--model.latnt_dim=3"], "error: VAE has no option latnt_dim (did you mean --model.init_args.latent_dim"),
+        (["--model", "WakeSleep", "--model.init_args.hiden_dim=3"],
+         "error: WakeSleep has no option hiden_dim (did you mean --model.init_args.hidden_dim"),
+        (["--trainer.max_stpes=5"], "error: no option --trainer.max_stpes (did you mean --trainer.max_steps"),
+        (["--model.init_args.estimator=C"], "error: --model.init_args.estimator: Expected a typing.Literal['A', 'B']"),
+    ])
+    def test_a_mistake_is_one_line_that_names_what_was_meant(self, tmp_path, data_dir, arguments, line, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(SystemExit):
+            cli(["fit", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}", *arguments])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(line), lines
 
     def test_a_run_without_a_seed_uses_and_records_the_default_one(self, tmp_path, data_dir, recwarn):
         cli(["fit", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--data.init_args.data_dir={data_dir}",
