@@ -5,15 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from lit_vae.appendix_d import APPENDIX_D, AppendixD
+from lit_vae.callbacks.estimates import CheckedEstimate
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
 from lit_vae.interfaces import SplitData, evaluating, require_model
 from lit_vae.logging import log_evaluation
@@ -25,11 +25,16 @@ class MarginalLikelihoodCallback(pl.Callback):
     """Estimates log p(x) on the first ``settings.num_datapoints`` training and test points (the
     paper's protocol: 1,000 each) and logs, with step = training samples evaluated:
 
-    - ``marginal_likelihood/{train,test}``: the HMC estimator of Appendix D,
     - ``marginal_likelihood_importance/{train,test}``: importance sampling with q(z|x), for
-      models that have one. Without one (``MCEM``) the HMC chains start at the best of
-      ``settings.prior_draws`` prior draws (:func:`~lit_vae.marginal_likelihood.prior_search`)
-      instead of at the encoder's mean.
+      models that have one;
+    - ``marginal_likelihood/{train,test}``: the HMC estimator of Appendix D, where the paper
+      finds it reliable: by default (``hmc="auto"``) up to ``hmc_max_latent_dim`` latent
+      dimensions, and always for a model without an encoder (``MCEM``), whose only estimate it
+      is; its chains then start at the best of ``settings.prior_draws`` prior draws
+      (:func:`~lit_vae.marginal_likelihood.prior_search`) instead of at the encoder's mean.
+
+    An impossible estimate (:class:`~lit_vae.callbacks.estimates.CheckedEstimate`) is reported
+    as failed, with its reason, and never logged as a number.
 
     During ``fit`` (when ``during_fit``) at the log-spaced schedule's points from ``start`` on
     (not at the end of a fit off the schedule: a run stopped and resumed logs the same points as
@@ -42,6 +47,8 @@ class MarginalLikelihoodCallback(pl.Callback):
 
     Args:
         during_fit: evaluate during training (costs seconds per point of the schedule).
+        hmc: ``auto`` (as above), ``always`` or ``never`` run the HMC estimator.
+        hmc_max_latent_dim: the largest latent size ``auto`` runs it at (the paper: below 5).
         settings: the protocol of Appendix D (samples, leapfrog steps, burn-in, points, ...).
         mantissas: schedule points are ``m x 10^k``.
         start: first sample count of the schedule to evaluate at.
@@ -52,23 +59,40 @@ class MarginalLikelihoodCallback(pl.Callback):
     def __init__(
         self,
         during_fit: bool = False,
+        hmc: Literal["auto", "always", "never"] = "auto",
+        hmc_max_latent_dim: int = 4,
         settings: AppendixD = APPENDIX_D,
         mantissas: Sequence[float] = DEFAULT_MANTISSAS,
         start: int = 100_000,
         chunk_size: int = 250,
         seed: int = 0,
     ) -> None:
+        if hmc not in ("auto", "always", "never"):
+            raise ValueError(f"hmc must be auto, always or never, got {hmc!r}")
         self.during_fit = during_fit
+        self.hmc = hmc
+        self.hmc_max_latent_dim = hmc_max_latent_dim
         self.settings = settings
         self.schedule = LogSpacedSchedule(mantissas)
         self.start = start
         self.chunk_size = chunk_size
         self.seed = seed
-        #: The latest estimates, ``{"marginal_likelihood/test": ..., "lower_bound/test": ..., ...}``.
+        #: The latest estimates that hold, ``{"marginal_likelihood/test": ..., "lower_bound/test": ..., ...}``.
         self.results: dict[str, float] = {}
+        #: The latest failed estimates, ``{"marginal_likelihood/test": reason, ...}``.
+        self.failures: dict[str, str] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
+        if not pl_module.has_encoder and self.hmc == "never":
+            raise ValueError(f"--marginal_likelihood.hmc never: {type(pl_module).__name__} has no encoder, so the HMC "
+                             "estimator is its only estimate of log p(x); use auto or always")
+
+    def uses_hmc(self, pl_module: pl.LightningModule) -> bool:
+        """Whether the HMC estimator runs for this model (see ``hmc``)."""
+        if self.hmc == "auto":
+            return not pl_module.has_encoder or pl_module.latent_dim <= self.hmc_max_latent_dim
+        return self.hmc == "always"
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -81,53 +105,79 @@ class MarginalLikelihoodCallback(pl.Callback):
         self.evaluate(trainer, pl_module, ("test",))
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, splits: Sequence[str]) -> dict[str, float]:
-        """Both estimates (and the lower bound) on the first points of each split; logs and returns them."""
+        """The estimates (and the lower bound) on the first points of each split; logs and
+        returns those that hold, and prints them with the reason of any that failed."""
         datamodule = trainer.datamodule
         if not isinstance(datamodule, SplitData):
             raise TypeError("MarginalLikelihoodCallback reads the first points of each split from a data module "
                             "with splits (one of lit_vae.datamodules)")
         datamodule.setup()
-        results, started = {}, time.perf_counter()
+        self.results, self.failures, started = {}, {}, time.perf_counter()
         with evaluating(pl_module), torch.inference_mode(False):
             for split in splits:
-                means = self._estimate(trainer, pl_module, datamodule.splits[split][: self.settings.num_datapoints], split)
-                results.update({f"{name}/{split}": value for name, value in means.items()})
-        self.results = results
-        log_evaluation(pl_module, {k: v for k, v in results.items() if not k.startswith("lower_bound")}, pl_module.samples_evaluated)
+                checked = self._estimate(trainer, pl_module, datamodule.splits[split][: self.settings.num_datapoints], split)
+                for name, estimate in checked.items():
+                    failure = estimate.failure() if name != "lower_bound" else None
+                    if failure is None:
+                        self.results[f"{name}/{split}"] = estimate.compute()
+                    else:
+                        self.failures[f"{name}/{split}"] = failure
+        log_evaluation(pl_module, {k: v for k, v in self.results.items() if not k.startswith("lower_bound")},
+                       pl_module.samples_evaluated)
         for split in splits:
-            others = (f", importance ({self.settings.importance_samples:,} samples) "
-                      f"{results[f'marginal_likelihood_importance/{split}']:.2f}, "
-                      f"lower bound {results[f'lower_bound/{split}']:.2f}") if f"lower_bound/{split}" in results else ""
-            rank_zero_info(
-                f"log p(x) of the first {self.settings.num_datapoints:,} {split} points at {pl_module.samples_evaluated:,} "
-                f"samples: HMC {results[f'marginal_likelihood/{split}']:.2f}{others} nats per datapoint "
-                f"({time.perf_counter() - started:.0f} s)"
-            )
-        return results
+            rank_zero_info(f"log p(x) of the first {self.settings.num_datapoints:,} {split} points at "
+                           f"{pl_module.samples_evaluated:,} samples ({time.perf_counter() - started:.0f} s): "
+                           + "; ".join(self._report(pl_module, split)))
+        return self.results
 
-    def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: torch.Tensor, split: str) -> dict[str, float]:
+    def _report(self, pl_module: pl.LightningModule, split: str) -> list[str]:
+        """Lower bound, importance estimate, HMC estimate, each with its method and samples."""
+        settings = self.settings
+        methods = [("lower_bound", "lower bound"),
+                   ("marginal_likelihood_importance", f"importance sampling ({settings.importance_samples:,} samples)"),
+                   ("marginal_likelihood", f"HMC, Appendix D ({settings.num_samples} samples)")]
+        lines = []
+        for name, method in methods:
+            key = f"{name}/{split}"
+            if key in self.results:
+                lines.append(f"{method} {self.results[key]:.2f} nats per datapoint")
+            elif key in self.failures:
+                lines.append(f"{method} FAILED, not reported: {self.failures[key]}")
+            elif name == "marginal_likelihood":
+                lines.append(f"HMC not applicable: latent_dim {pl_module.latent_dim} > {self.hmc_max_latent_dim}, where "
+                             "the paper finds it unreliable (--marginal_likelihood.hmc always runs it)"
+                             if self.hmc == "auto" else "HMC not run (--marginal_likelihood.hmc never)")
+        return lines
+
+    def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: torch.Tensor,
+                  split: str) -> dict[str, CheckedEstimate]:
         shard = data[trainer.global_rank :: trainer.world_size].to(pl_module.device)
         generator = seeded_generator(self.seed, pl_module.samples_evaluated, trainer.global_rank, int(split == "test"),
                                      generator=torch.Generator(device=pl_module.device))
-        encoder = pl_module.has_encoder
-        names = ("marginal_likelihood", "marginal_likelihood_importance", "lower_bound") if encoder else ("marginal_likelihood",)
-        metrics = {name: MeanMetric().to(pl_module.device) for name in names}
+        encoder, hmc = pl_module.has_encoder, self.uses_hmc(pl_module)
+        names = (("marginal_likelihood",) if hmc else ()) + (("marginal_likelihood_importance", "lower_bound") if encoder else ())
+        checked = {name: CheckedEstimate(pl_module.max_log_likelihood).to(pl_module.device) for name in names}
         chunks = shard.split(self.chunk_size)
-        show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        show = hmc and trainer.is_global_zero and trainer.progress_bar_callback is not None
         progress = Progress(len(chunks) * (self.settings.burn_in + self.settings.num_samples), f"log p(x), {split}", show)
         for x in chunks:
-            init = (pl_module.encode(x)[0].detach() if encoder else
-                    prior_search(pl_module.log_joint, pl_module.prior_sample, x, self.settings.prior_draws, generator=generator))
-            metrics["marginal_likelihood"].update(hmc_log_marginal(
-                pl_module.log_joint, x, pl_module.latent_dim, settings=self.settings, init=init, generator=generator,
-                on_iteration=progress.tick))
+            estimates = {}
+            if hmc:
+                init = (pl_module.encode(x)[0].detach() if encoder else
+                        prior_search(pl_module.log_joint, pl_module.prior_sample, x, self.settings.prior_draws,
+                                     generator=generator))
+                estimates["marginal_likelihood"] = hmc_log_marginal(
+                    pl_module.log_joint, x, pl_module.latent_dim, settings=self.settings, init=init, generator=generator,
+                    on_iteration=progress.tick)
             if encoder:
-                metrics["marginal_likelihood_importance"].update(
-                    importance_log_marginal(pl_module, x, self.settings.importance_samples, generator=generator))
+                estimates["marginal_likelihood_importance"] = importance_log_marginal(
+                    pl_module, x, self.settings.importance_samples, generator=generator)
                 with torch.no_grad():
-                    metrics["lower_bound"].update(pl_module.lower_bound(x, generator=generator))
+                    estimates["lower_bound"] = pl_module.lower_bound(x, generator=generator)
+            for name, estimate in estimates.items():
+                checked[name].update(estimate.detach(), estimates.get("lower_bound") if name != "lower_bound" else None)
         progress.close()
-        return {name: metric.compute().item() for name, metric in metrics.items()}
+        return checked
 
 
 class Progress:

@@ -123,6 +123,12 @@ class GenerativeModel(pl.LightningModule):
         """log p(x|z) + log p(z) for ``z`` of shape ``[..., B, Nz]``; returns ``[..., B]``."""
         return self.log_likelihood(x, z) + standard_normal_log_density(z)
 
+    @property
+    def max_log_likelihood(self) -> float:
+        """An upper bound on log p(x|z), hence on log p(x), that the decoder guarantees: an
+        estimate of log p(x) above it is impossible."""
+        return self.decoder.max_log_likelihood()
+
     def decode_mean(self, z: Tensor) -> Tensor:
         """The mean of p(x|z) (what Figures 4 and 5 show) for ``z`` of shape ``[..., Nz]``."""
         return self.decoder.mean(self.decoder(z))

@@ -46,6 +46,11 @@ class BernoulliMLPDecoder(nn.Module):
     def forward(self, z: Tensor) -> tuple[Tensor]:
         return (self.logits(torch.tanh(self.hidden(z))),)
 
+    def max_log_likelihood(self) -> float:
+        """An upper bound on log p(x|z) for any z and x in [0, 1]^D: 0, each pixel's term being a
+        negative cross-entropy. So log p(x) <= 0 too."""
+        return 0.0
+
     @staticmethod
     def log_prob(x: Tensor, params: tuple[Tensor]) -> Tensor:
         """log p(x|z) summed over pixels (Eq. 11)."""
@@ -106,6 +111,11 @@ class GaussianMLPDecoder(nn.Module):
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         h = torch.tanh(self.hidden(z))
         return torch.sigmoid(self.mu(h)), soft_clamp(self.logvar(h), *self.logvar_range)
+
+    def max_log_likelihood(self) -> float:
+        """An upper bound on log p(x|z) for any z and x: each pixel's density is at most that of
+        x = mu at the smallest variance, -log(2 pi) / 2 - low / 2. So log p(x) is bounded too."""
+        return self.mu.out_features * (-0.5 * math.log(2 * math.pi) - 0.5 * self.logvar_range[0])
 
     @staticmethod
     def log_prob(x: Tensor, params: tuple[Tensor, Tensor]) -> Tensor:

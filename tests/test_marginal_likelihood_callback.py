@@ -6,6 +6,7 @@ import torch
 from lit_vae.callbacks import MarginalLikelihoodCallback
 from lit_vae.callbacks.marginal_likelihood import Progress
 from lit_vae.events import read_scalars
+from lit_vae.networks import BernoulliMLPDecoder
 from tests.helpers import evaluate, fit, parameters
 
 # Whole runs through the CLI: the slow tier (pytest -m "not slow" leaves them out).
@@ -84,3 +85,19 @@ class TestOnTest:
         # log p(x) >= the lower bound of the same 100 points, for both estimates
         assert importance > callback.results["lower_bound/test"]
         assert hmc_estimate > callback.results["lower_bound/test"]
+
+    def test_an_impossible_estimate_is_reported_as_failed_never_as_a_number(self, runs, tmp_path, data_dir, monkeypatch,
+                                                                            caplog):
+        """A decoder rigged to put log p(x|z) 1,000 nats above its maximum (0 under Eq. 11)."""
+        log_prob = BernoulliMLPDecoder.log_prob
+        monkeypatch.setattr(BernoulliMLPDecoder, "log_prob", staticmethod(lambda x, params: log_prob(x, params) + 1000.0))
+        with caplog.at_level("INFO"):
+            result = evaluate(tmp_path, data_dir, runs[1] / "checkpoints" / "last.ckpt",
+                              "--marginal_likelihood.settings.num_datapoints=20", "--marginal_likelihood.settings.importance_samples=20",
+                              config="figure3_n1000.yaml")
+        (callback,) = [c for c in result.trainer.callbacks if isinstance(c, MarginalLikelihoodCallback)]
+        assert set(callback.failures) == {"marginal_likelihood/test", "marginal_likelihood_importance/test"}
+        assert not any(key.startswith("marginal_likelihood") for key in callback.results)
+        assert not any(tag.startswith("marginal_likelihood") for tag in read_scalars(tmp_path))
+        assert "HMC, Appendix D (50 samples) FAILED, not reported: above 0, the most the decoder allows" in caplog.text
+

@@ -32,6 +32,18 @@ class TestBernoulliDecoder:
         assert ((y > 0) & (y < 1)).all()
 
 
+class TestMaxLogLikelihood:
+    def test_bernoulli_log_prob_never_exceeds_zero(self):
+        torch.manual_seed(0)
+        decoder = BernoulliMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        with torch.no_grad():
+            decoder.logits.bias.fill_(30.0)  # y -> 1: a binary x = 1 gets log p(x|z) -> 0 from below
+        x = torch.cat([torch.ones(1, 6), torch.rand(4, 6)])
+        log_prob = decoder.log_prob(x, decoder(torch.randn(5, 2)))
+        assert decoder.max_log_likelihood() == 0.0
+        assert (log_prob <= 0).all() and log_prob[0] > -1e-6
+
+
 class TestGaussianDecoder:
     def test_log_prob_matches_torch(self):
         torch.manual_seed(0)
@@ -63,6 +75,17 @@ class TestGaussianDecoder:
     def test_empty_range_is_refused(self):
         with pytest.raises(ValueError, match="logvar_range"):
             GaussianMLPDecoder(2, 8, 6, logvar_range=(0.0, -1.0))
+
+    def test_max_log_likelihood_is_reached_at_the_mean_with_the_least_variance(self):
+        """6 pixels at sigma = 1/256: 6 x (log 256 - log(2 pi) / 2) = 27.76 nats, by hand."""
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        assert decoder.max_log_likelihood() == pytest.approx(6 * (math.log(256) - 0.5 * math.log(2 * math.pi)))
+        with torch.no_grad():
+            decoder.logvar.bias.fill_(-1e3)
+        mean, logvar = decoder(torch.randn(5, 2))
+        log_prob = decoder.log_prob(mean, (mean, logvar))
+        torch.testing.assert_close(log_prob, torch.full((5,), 27.7604), atol=1e-2, rtol=0)  # float32 sums
+        assert (log_prob <= decoder.max_log_likelihood() + 1e-3).all()
 
 
 class TestSoftClamp:
