@@ -4,6 +4,7 @@ paper-era Adagrad, and the count of training samples evaluated (the x axis of Fi
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -14,6 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from lit_vae.datamodules.batches import Batch
 from lit_vae.estimators import standard_normal_log_density
 from lit_vae.interfaces import NonFiniteError, non_finite_message
+from lit_vae.logging import log_hparams
 from lit_vae.networks import DECODERS, GaussianMLPEncoder, init_normal_
 from lit_vae.seeding import seeded_generator
 
@@ -99,6 +101,16 @@ class GenerativeModel(pl.LightningModule):
         that would run code) is refused by torch's restricted unpickler."""
         kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+
+    def on_fit_start(self) -> None:
+        """The run in TensorBoard's HPARAMS tab: the model's and the data's hyperparameters and
+        the seed (Lightning's ``PL_GLOBAL_SEED``), beside the final bounds."""
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        log_hparams(self.trainer, {
+            **{key: value for key, value in self.hparams.items() if not key.startswith("_")},  # not LightningCLI's own
+            "model": type(self).__name__, "data": type(self.trainer.datamodule).__name__ if self.trainer.datamodule is not None else "none",
+            "seed": int(seed) if seed is not None else "none",
+        })
 
     # ----------------------------------------------------------------- the model
     @property

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
+from torch.utils.tensorboard.summary import hparams
 
 
 @rank_zero_only
@@ -51,3 +54,23 @@ def log_image_at_samples(trainer: pl.Trainer, tag: str, image: Tensor, samples: 
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, image, global_step=samples)
+
+
+#: The metrics TensorBoard's HPARAMS tab lists beside each run's hyperparameters (their latest values).
+HPARAMS_METRICS = ("lower_bound/train", "lower_bound/test", "marginal_likelihood/test", "marginal_likelihood_importance/test")
+
+
+@rank_zero_only
+def log_hparams(trainer: pl.Trainer, params: dict[str, Any]) -> None:
+    """List the run in TensorBoard's HPARAMS tab: ``params`` (values other than numbers, strings
+    and booleans as text) beside the latest values of :data:`HPARAMS_METRICS`, which the tab reads
+    from the curves. Only the tab's summaries are written: Lightning's own
+    ``log_hyperparams(params, metrics)`` would also add a point at step 0 to each curve."""
+    flat = {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in params.items()}
+    summaries = hparams(flat, dict.fromkeys(HPARAMS_METRICS, 0.0))
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment._get_file_writer()  # as SummaryWriter.add_hparams and Lightning write them
+            for summary in summaries:
+                writer.add_summary(summary)
+

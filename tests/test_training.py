@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from lit_vae import VAE
 from lit_vae.cli import cli
@@ -176,6 +178,16 @@ class TestCommandLine:
         assert not [w for w in recwarn if "No seed found" in str(w.message)]
         (config,) = (tmp_path / "runs").rglob("config.yaml")
         assert yaml.safe_load(config.read_text())["seed_everything"] == 0
+        # ... and in the HPARAMS tab, beside the run's settings, with no point added at step 0
+        accumulator = EventAccumulator(str(config.parent))
+        accumulator.Reload()
+        content = accumulator.PluginTagToContent("hparams")
+        start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+        assert (start["seed"].number_value, start["latent_dim"].number_value, start["model"].string_value) == (0, 20, "VAE")
+        experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+        assert [info.name.tag for info in experiment.metric_infos][:2] == ["lower_bound/train", "lower_bound/test"]
+        scalars = read_scalars(config.parent)
+        assert scalars and all(step > 0 for points in scalars.values() for step, _ in points)
 
     @pytest.mark.parametrize("flag", ["enable_progress_bar=false", "enable_checkpointing=false", "rich_progress_bar",
                                       "default_root_dir", "logger=false"])
