@@ -42,9 +42,12 @@ class LowerBoundCallback(pl.Callback):
     def __init__(self, mantissas: Sequence[float] = DEFAULT_MANTISSAS) -> None:
         self.schedule = LogSpacedSchedule(mantissas)
         self._sum = torch.zeros((), dtype=torch.float64)
+        self._kl_sum = torch.zeros((), dtype=torch.float64)
+        self._kl_known = True  # false for the pass that a checkpoint without its KL sums resumes
         self._count = 0
         self._last_test = -1
         self._train_mean = MeanMetric()
+        self._train_kl = MeanMetric()
         self._active = True
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -59,21 +62,26 @@ class LowerBoundCallback(pl.Callback):
                            batch_idx: int) -> None:
         if not self._active:
             return
-        bound = outputs["lower_bound"]
+        bound, kl = outputs["lower_bound"], outputs.get("kl")
         if self._sum.device != bound.device:
-            self._sum = self._sum.to(bound.device)
+            self._sum, self._kl_sum = self._sum.to(bound.device), self._kl_sum.to(bound.device)
         self._sum += bound.sum()
+        if kl is not None:
+            self._kl_sum += kl.sum()
         self._count += bound.numel()
         # The pass ends here, not in on_train_epoch_end: checkpoints written after this batch
         # (ModelCheckpoint runs after other callbacks) then hold the next pass's empty sums.
         if batch_idx + 1 == trainer.num_training_batches:
-            metric = self._train_mean.to(pl_module.device)
-            metric.update(self._sum / self._count, weight=self._count)
-            self._sum.zero_()
-            self._count = 0
-            value = metric.compute().item()
-            metric.reset()
+            value = self._pass_mean(self._train_mean, self._sum, pl_module)
             log_evaluation(pl_module, {"lower_bound/train": value}, pl_module.samples_evaluated, prog_bar=True)
+            if kl is not None and self._kl_known:
+                kl_mean = self._pass_mean(self._train_kl, self._kl_sum, pl_module)
+                log_evaluation(pl_module, {"kl/train": kl_mean, "reconstruction/train": value + kl_mean},
+                               pl_module.samples_evaluated)
+            self._sum.zero_()
+            self._kl_sum.zero_()
+            self._count = 0
+            self._kl_known = True
         if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
             self.evaluate_test(trainer, pl_module)
 
@@ -83,6 +91,14 @@ class LowerBoundCallback(pl.Callback):
             if value is not None:
                 rank_zero_info(f"lower_bound/test = {value:.2f} nats per datapoint at the end of the fit "
                                f"({pl_module.samples_evaluated:,} samples; off the logging schedule, so not logged)")
+
+    def _pass_mean(self, metric: MeanMetric, total: torch.Tensor, pl_module: pl.LightningModule) -> float:
+        """The pass's mean per datapoint of ``total`` (this rank's sum), over all ranks."""
+        metric = metric.to(pl_module.device)
+        metric.update(total / self._count, weight=self._count)
+        value = metric.compute().item()
+        metric.reset()
+        return value
 
     @torch.no_grad()
     def evaluate_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> float | None:
@@ -100,21 +116,31 @@ class LowerBoundCallback(pl.Callback):
             return pl_module.log_bound("lower_bound/test", pl_module.test_bound)
         value = pl_module.test_bound.compute().item()
         pl_module.test_bound.reset()
+        pl_module.test_kl.reset()
         return value
 
     def state_dict(self) -> dict[str, Any]:
         """The running sums of the pass in progress, one per rank (gathered: Lightning saves
         checkpoints from rank 0, and every rank called this), so that a resumed run continues
         each rank's sums and logs the pass's mean as the run that never stopped."""
-        local = torch.stack([self._sum.to(torch.float64), torch.tensor(self._count, dtype=torch.float64, device=self._sum.device)])
-        gathered = self._strategy.all_gather(local).reshape(-1, 2).cpu()
-        return {"sum": gathered[:, 0].tolist(), "count": [int(c) for c in gathered[:, 1]], "last_test": self._last_test}
+        local = torch.stack([self._sum.to(torch.float64), torch.tensor(self._count, dtype=torch.float64, device=self._sum.device),
+                             self._kl_sum.to(torch.float64)])
+        gathered = self._strategy.all_gather(local).reshape(-1, 3).cpu()
+        return {"sum": gathered[:, 0].tolist(), "count": [int(c) for c in gathered[:, 1]], "kl_sum": gathered[:, 2].tolist(),
+                "last_test": self._last_test}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        sums, counts = ([value] if not isinstance(value, list) else value for value in (state_dict["sum"], state_dict["count"]))
+        # A checkpoint written before the KL term was logged has no kl_sum: that pass's KL is not logged.
+        self._kl_known = "kl_sum" in state_dict
+        sums, counts, kl_sums = ([value] if not isinstance(value, list) else value
+                                 for value in (state_dict["sum"], state_dict["count"], state_dict.get("kl_sum", 0.0)))
         rank, world_size = self._strategy.global_rank, self._strategy.world_size
         if len(sums) != world_size:  # saved by another number of processes: the pass's whole sums on rank 0
             sums, counts = [sum(sums)] + [0.0] * (world_size - 1), [sum(counts)] + [0] * (world_size - 1)
+            kl_sums = [sum(kl_sums)] + [0.0] * (world_size - 1)
+        if len(kl_sums) != world_size:
+            kl_sums = [0.0] * world_size
         self._sum = torch.tensor(sums[rank], dtype=torch.float64)
+        self._kl_sum = torch.tensor(kl_sums[rank], dtype=torch.float64)
         self._count = counts[rank]
         self._last_test = state_dict["last_test"]

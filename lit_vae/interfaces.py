@@ -41,6 +41,7 @@ class RecognitionModel(Protocol):
     evaluation that ``test`` and the lower-bound callback share."""
 
     test_bound: Metric
+    test_kl: Metric
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...

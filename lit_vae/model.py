@@ -11,7 +11,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lit_vae.datamodules.batches import Batch
-from lit_vae.estimators import ESTIMATORS
+from lit_vae.estimators import ESTIMATORS, kl_to_standard_normal
 from lit_vae.generative import EVAL_STREAM, GenerativeModel, check_positive
 from lit_vae.logging import log_evaluation
 
@@ -36,6 +36,7 @@ class VAE(GenerativeModel):
         self._estimator = ESTIMATORS[estimator]
         self.validation_bound = MeanMetric()
         self.test_bound = MeanMetric()
+        self.test_kl = MeanMetric()
 
     # ----------------------------------------------------------------- the model
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -44,8 +45,16 @@ class VAE(GenerativeModel):
 
     def lower_bound(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """SGVB estimate of the lower bound L(theta, phi; x) per datapoint, in nats (Eq. 6 or 7)."""
+        return self.lower_bound_and_kl(x, num_samples, generator)[0]
+
+    def lower_bound_and_kl(self, x: Tensor, num_samples: int = 1,
+                           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The lower bound per datapoint and its KL term D_KL(q(z|x) || p(z)) in closed form
+        (Appendix B). The bound's other term, the expected reconstruction log-likelihood
+        E_q[log p(x|z)] of Eq. 7, is their sum (estimated, with estimator A, through its noise)."""
         mu, logvar = self.encoder(x)
-        return self._estimator(x, mu, logvar, self.noise(x, num_samples, generator), self.log_likelihood)
+        bound = self._estimator(x, mu, logvar, self.noise(x, num_samples, generator), self.log_likelihood)
+        return bound, kl_to_standard_normal(mu, logvar)
 
     def noise(self, x: Tensor, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """eps ~ N(0, I) of shape ``[L, B, Nz]``: the noise of the reparameterisation (Eq. 10)."""
@@ -58,23 +67,25 @@ class VAE(GenerativeModel):
     # ----------------------------------------------------------------- AEVB (Algorithm 1)
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         generator = self.training_noise()
-        bound = self.lower_bound(batch.x, self.hparams.num_samples, generator)
+        bound, kl = self.lower_bound_and_kl(batch.x, self.hparams.num_samples, generator)
         # Eq. 8 per datapoint; the parameter prior enters as Adagrad's weight decay.
         loss = -bound.mean()
         self.check_finite(loss)
         self.count_samples(batch)
-        return {"loss": loss, "lower_bound": bound.detach()}
+        return {"loss": loss, "lower_bound": bound.detach(), "kl": kl.detach()}
 
-    def evaluation_bound(self, batch: Batch, batch_idx: int) -> Tensor:
-        """The lower bound of an evaluation minibatch, with noise fixed by its index, so the same
-        checkpoint and data always give the same number (during training and in ``test``)."""
-        return self.lower_bound(batch.x, self.hparams.num_samples, self.noise_generator(EVAL_STREAM, batch_idx))
+    def evaluation_bound(self, batch: Batch, batch_idx: int) -> tuple[Tensor, Tensor]:
+        """The lower bound and KL term of an evaluation minibatch, with noise fixed by its index,
+        so the same checkpoint and data always give the same numbers (during training and in ``test``)."""
+        return self.lower_bound_and_kl(batch.x, self.hparams.num_samples, self.noise_generator(EVAL_STREAM, batch_idx))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.validation_bound.update(self.evaluation_bound(batch, batch_idx))
+        self.validation_bound.update(self.evaluation_bound(batch, batch_idx)[0])
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.test_bound.update(self.evaluation_bound(batch, batch_idx))
+        bound, kl = self.evaluation_bound(batch, batch_idx)
+        self.test_bound.update(bound)
+        self.test_kl.update(kl)
 
     def on_validation_epoch_end(self) -> None:
         self.log_bound("lower_bound/validation", self.validation_bound)
@@ -85,10 +96,15 @@ class VAE(GenerativeModel):
     def log_bound(self, tag: str, metric: MeanMetric) -> float:
         """The mean of ``metric`` (reset after), logged as ``tag`` at the samples evaluated: the
         one way an evaluation's lower bound is logged, by ``test`` and ``validate`` and by the
-        lower-bound callback's evaluations during ``fit`` (which run :meth:`test_step`)."""
+        lower-bound callback's evaluations during ``fit`` (which run :meth:`test_step`). The test
+        bound comes with its terms, ``kl/test`` and ``reconstruction/test``."""
         value = metric.compute().item()
         metric.reset()
         log_evaluation(self, {tag: value}, self.samples_evaluated, prog_bar=True)
+        if metric is self.test_bound:  # the bound's two terms (Eq. 7), over the same test batches
+            kl = self.test_kl.compute().item()
+            self.test_kl.reset()
+            log_evaluation(self, {"kl/test": kl, "reconstruction/test": value + kl}, self.samples_evaluated)
         if not self.trainer.sanity_checking and self.trainer.state.fn != TrainerFn.FITTING:
             rank_zero_info(f"{tag} = {value:.2f} nats per datapoint (model trained on {self.samples_evaluated:,} samples)")
         return value

@@ -53,6 +53,15 @@ class TestFit:
         assert [step for step, _ in scalars["lower_bound/test"]] == expected
         assert "lower_bound/validation" not in scalars  # every 10 epochs: not yet
 
+    def test_the_bound_is_its_two_terms_at_every_logged_step(self, mnist_run):
+        """Eq. 7: lower bound = reconstruction - KL, per split, at the same steps (float32 events)."""
+        scalars = read_scalars(mnist_run)
+        for split in ("train", "test"):
+            bound, kl, reconstruction = (scalars[f"{tag}/{split}"] for tag in ("lower_bound", "kl", "reconstruction"))
+            assert [s for s, _ in bound] == [s for s, _ in kl] == [s for s, _ in reconstruction] and bound
+            for (_, b), (_, k), (_, r) in zip(bound, kl, reconstruction):
+                assert r - k == pytest.approx(b, abs=1e-4 * abs(b)) and k > 0
+
     def test_run_folder_holds_config_and_last_checkpoint(self, mnist_run):
         assert (mnist_run / "config.yaml").is_file()
         assert (mnist_run / "checkpoints" / "last.ckpt").is_file()
@@ -82,7 +91,7 @@ class TestFit:
                          r"datapoint; HMC not applicable: latent_dim 20 > 4", caplog.text)
         returned, = built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path=str(checkpoint))
         logged = read_scalars(tmp_path)
-        tags = {"lower_bound/test", "marginal_likelihood_importance/test"}
+        tags = {"lower_bound/test", "kl/test", "reconstruction/test", "marginal_likelihood_importance/test"}
         assert set(returned) == tags | {"step"} and returned["step"] == 50_000
         for tag in tags:  # both runs (the CLI's, then ours) logged the same number at the checkpoint's samples
             assert logged[tag] == [(50_000, pytest.approx(returned[tag], abs=1e-4))] * 2
