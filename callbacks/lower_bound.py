@@ -117,6 +117,7 @@ class LowerBoundCallback(pl.Callback):
         value = pl_module.test_bound.compute().item()
         pl_module.test_bound.reset()
         pl_module.test_kl.reset()
+        pl_module.test_means.reset()
         return value
 
     def state_dict(self) -> dict[str, Any]:

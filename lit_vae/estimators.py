@@ -75,3 +75,16 @@ ESTIMATORS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, LogLikelihood], 
     "A": sgvb_a,
     "B": sgvb_b,
 }
+
+
+#: Burda et al. (2015): a latent dimension is active when the variance of its posterior mean over the data exceeds this.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def active_units(means: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """The number of active latent dimensions: u with Cov_x(E_q[z_u|x]) > ``threshold`` (Burda,
+    Grosse & Salakhutdinov 2015, Section 5.2), from the posterior means ``[N, Nz]`` of N points.
+    A dimension whose mean does not move with x carries no information about it (its KL term
+    then goes to 0 as q(z_u|x) matches the prior)."""
+    return int((means.double().var(dim=0) > threshold).sum())
+

@@ -8,10 +8,10 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import CatMetric, MeanMetric
 
 from lit_vae.datamodules.batches import Batch
-from lit_vae.estimators import ESTIMATORS, kl_to_standard_normal
+from lit_vae.estimators import ESTIMATORS, active_units, kl_to_standard_normal
 from lit_vae.generative import EVAL_STREAM, GenerativeModel, check_positive
 from lit_vae.logging import log_evaluation
 
@@ -37,6 +37,7 @@ class VAE(GenerativeModel):
         self.validation_bound = MeanMetric()
         self.test_bound = MeanMetric()
         self.test_kl = MeanMetric()
+        self.test_means = CatMetric()  # E_q[z|x] of every test point, for the active units
 
     # ----------------------------------------------------------------- the model
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,6 +87,7 @@ class VAE(GenerativeModel):
         bound, kl = self.evaluation_bound(batch, batch_idx)
         self.test_bound.update(bound)
         self.test_kl.update(kl)
+        self.test_means.update(self.encode(batch.x)[0])
 
     def on_validation_epoch_end(self) -> None:
         self.log_bound("lower_bound/validation", self.validation_bound)
@@ -101,10 +103,13 @@ class VAE(GenerativeModel):
         value = metric.compute().item()
         metric.reset()
         log_evaluation(self, {tag: value}, self.samples_evaluated, prog_bar=True)
-        if metric is self.test_bound:  # the bound's two terms (Eq. 7), over the same test batches
+        if metric is self.test_bound:  # the bound's two terms (Eq. 7) and the active units, over the same test batches
             kl = self.test_kl.compute().item()
+            units = active_units(self.test_means.compute())
             self.test_kl.reset()
-            log_evaluation(self, {"kl/test": kl, "reconstruction/test": value + kl}, self.samples_evaluated)
+            self.test_means.reset()
+            log_evaluation(self, {"kl/test": kl, "reconstruction/test": value + kl, "latent/active_units": float(units)},
+                           self.samples_evaluated)
         if not self.trainer.sanity_checking and self.trainer.state.fn != TrainerFn.FITTING:
             rank_zero_info(f"{tag} = {value:.2f} nats per datapoint (model trained on {self.samples_evaluated:,} samples)")
         return value

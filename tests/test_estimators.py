@@ -5,7 +5,8 @@ import math
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from lit_vae.estimators import kl_to_standard_normal, reparameterize, sgvb_a, sgvb_b, standard_normal_log_density
+from lit_vae import VAE
+from lit_vae.estimators import active_units, kl_to_standard_normal, reparameterize, sgvb_a, sgvb_b, standard_normal_log_density
 from lit_vae.networks import BernoulliMLPDecoder, init_normal_
 
 
@@ -90,3 +91,20 @@ class TestReparameterisedGradient:
         for grads, exact in ((grads_mu, exact_mu), (grads_logvar, exact_logvar)):
             stderr = grads.std(0) / math.sqrt(len(grads))
             assert ((grads.mean(0) - exact).abs() < 4 * stderr + 1e-6).all()
+
+
+class TestActiveUnits:
+    def test_a_linear_encoder_has_as_many_as_its_informative_columns(self):
+        """mu = x W with x ~ N(0, I_10): Var(mu_u) = ||W[:, u]||^2, by hand 1 for the three
+        columns of the identity and 10 x (0.02 / sqrt 10)^2 = 0.0004 for the other three."""
+        torch.manual_seed(0)
+        weights = torch.zeros(10, 6)
+        weights[:3, :3] = torch.eye(3)
+        weights[:, 3:] = 0.02 / math.sqrt(10)
+        assert active_units(torch.randn(5000, 10) @ weights) == 3
+
+    def test_a_freshly_initialised_model_has_none(self):
+        torch.manual_seed(0)
+        model = VAE(latent_dim=20, hidden_dim=500, input_dim=784)
+        assert active_units(model.encode(torch.rand(1000, 784))[0].detach()) == 0
+

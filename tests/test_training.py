@@ -61,6 +61,9 @@ class TestFit:
             assert [s for s, _ in bound] == [s for s, _ in kl] == [s for s, _ in reconstruction] and bound
             for (_, b), (_, k), (_, r) in zip(bound, kl, reconstruction):
                 assert r - k == pytest.approx(b, abs=1e-4 * abs(b)) and k > 0
+        units = scalars["latent/active_units"]
+        assert [s for s, _ in units] == [s for s, _ in scalars["lower_bound/test"]]
+        assert all(value == int(value) and 0 <= value <= 20 for _, value in units) and units[-1][1] > 0  # learning uses some
 
     def test_run_folder_holds_config_and_last_checkpoint(self, mnist_run):
         assert (mnist_run / "config.yaml").is_file()
@@ -91,7 +94,7 @@ class TestFit:
                          r"datapoint; HMC not applicable: latent_dim 20 > 4", caplog.text)
         returned, = built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path=str(checkpoint))
         logged = read_scalars(tmp_path)
-        tags = {"lower_bound/test", "kl/test", "reconstruction/test", "marginal_likelihood_importance/test"}
+        tags = {"lower_bound/test", "kl/test", "reconstruction/test", "latent/active_units", "marginal_likelihood_importance/test"}
         assert set(returned) == tags | {"step"} and returned["step"] == 50_000
         for tag in tags:  # both runs (the CLI's, then ours) logged the same number at the checkpoint's samples
             assert logged[tag] == [(50_000, pytest.approx(returned[tag], abs=1e-4))] * 2
