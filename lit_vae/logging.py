@@ -60,12 +60,27 @@ def log_image_at_samples(trainer: pl.Trainer, tag: str, image: Tensor, samples: 
 HPARAMS_METRICS = ("lower_bound/train", "lower_bound/test", "marginal_likelihood/test", "marginal_likelihood_importance/test")
 
 
+#: TensorBoard's Custom Scalars tab: each quantity's splits overlaid in one chart.
+LAYOUT = {
+    "bound (nats per datapoint)": {
+        "lower bound": ["Multiline", ["lower_bound/train", "lower_bound/test", "lower_bound/validation"]],
+        "reconstruction, E_q[log p(x|z)]": ["Multiline", ["reconstruction/train", "reconstruction/test"]],
+        "KL(q(z|x) || p(z))": ["Multiline", ["kl/train", "kl/test"]],
+    },
+    "marginal likelihood (nats per datapoint)": {
+        "log p(x)": ["Multiline", [f"{name}/{split}" for name in ("marginal_likelihood", "marginal_likelihood_importance")
+                                   for split in ("train", "test")]],
+    },
+}
+
+
 @rank_zero_only
 def log_hparams(trainer: pl.Trainer, params: dict[str, Any]) -> None:
     """List the run in TensorBoard's HPARAMS tab: ``params`` (values other than numbers, strings
     and booleans as text) beside the latest values of :data:`HPARAMS_METRICS`, which the tab reads
     from the curves. Only the tab's summaries are written: Lightning's own
-    ``log_hyperparams(params, metrics)`` would also add a point at step 0 to each curve."""
+    ``log_hyperparams(params, metrics)`` would also add a point at step 0 to each curve. With
+    them, the Custom Scalars tab's :data:`LAYOUT`."""
     flat = {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in params.items()}
     summaries = hparams(flat, dict.fromkeys(HPARAMS_METRICS, 0.0))
     for logger in trainer.loggers:
@@ -73,4 +88,5 @@ def log_hparams(trainer: pl.Trainer, params: dict[str, Any]) -> None:
             writer = logger.experiment._get_file_writer()  # as SummaryWriter.add_hparams and Lightning write them
             for summary in summaries:
                 writer.add_summary(summary)
+            logger.experiment.add_custom_scalars(LAYOUT)
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from tensorboard.util.tensor_util import make_ndarray
 
 from lit_vae import VAE
 from lit_vae.cli import cli
@@ -200,6 +202,12 @@ class TestCommandLine:
         assert [info.name.tag for info in experiment.metric_infos][:2] == ["lower_bound/train", "lower_bound/test"]
         scalars = read_scalars(config.parent)
         assert scalars and all(step > 0 for points in scalars.values() for step, _ in points)
+        # and the Custom Scalars tab overlays each quantity's splits
+        (event,) = accumulator.Tensors("custom_scalars__config__")
+        layout = Layout.FromString(make_ndarray(event.tensor_proto).item())
+        charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+        assert charts["lower bound"][:2] == ["lower_bound/train", "lower_bound/test"]
+        assert charts["KL(q(z|x) || p(z))"] == ["kl/train", "kl/test"]
 
     @pytest.mark.parametrize("flag", ["enable_progress_bar=false", "enable_checkpointing=false", "rich_progress_bar",
                                       "default_root_dir", "logger=false"])
