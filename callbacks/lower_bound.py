@@ -116,8 +116,8 @@ class LowerBoundCallback(pl.Callback):
             return pl_module.log_bound("lower_bound/test", pl_module.test_bound)
         value = pl_module.test_bound.compute().item()
         pl_module.test_bound.reset()
-        pl_module.test_kl.reset()
-        pl_module.test_means.reset()
+        for metric in (pl_module.test_kl, pl_module.test_means, pl_module.test_kl_dims):
+            metric.reset()
         return value
 
     def state_dict(self) -> dict[str, Any]:

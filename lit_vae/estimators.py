@@ -42,12 +42,19 @@ def reparameterized_log_density(eps: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)
 
 
+def kl_per_dimension(mu: Tensor, logvar: Tensor) -> Tensor:
+    """D_KL(N(mu_j, sigma_j^2) || N(0, 1)) of each latent dimension j, ``[..., Nz]``, in closed
+    form (Appendix B): -1/2 (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)."""
+    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+
+
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """D_KL(N(mu, diag(exp(logvar))) || N(0, I)) per datapoint, in closed form (Appendix B).
+    """D_KL(N(mu, diag(exp(logvar))) || N(0, I)) per datapoint, in closed form (Appendix B):
+    the sum of :func:`kl_per_dimension` over the latent dimensions.
 
     -D_KL = 1/2 * sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
     """
-    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
+    return kl_per_dimension(mu, logvar).sum(-1)
 
 
 def sgvb_a(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:

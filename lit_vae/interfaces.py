@@ -43,6 +43,7 @@ class RecognitionModel(Protocol):
     test_bound: Metric
     test_kl: Metric
     test_means: Metric
+    test_kl_dims: Metric
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...

@@ -56,6 +56,17 @@ def log_image_at_samples(trainer: pl.Trainer, tag: str, image: Tensor, samples: 
             logger.experiment.add_image(tag, image, global_step=samples)
 
 
+@rank_zero_only
+def log_histogram_at_samples(trainer: pl.Trainer, tag: str, values: Tensor, samples: int) -> None:
+    """Add a histogram of ``values`` to every TensorBoard logger of ``trainer`` with step =
+    training samples evaluated (the Histograms and Distributions tabs)."""
+    if trainer.sanity_checking:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_histogram(tag, values, global_step=samples)
+
+
 #: The metrics TensorBoard's HPARAMS tab lists beside each run's hyperparameters (their latest values).
 HPARAMS_METRICS = ("lower_bound/train", "lower_bound/test", "marginal_likelihood/test", "marginal_likelihood_importance/test")
 

@@ -11,9 +11,9 @@ from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
 from lit_vae.datamodules.batches import Batch
-from lit_vae.estimators import ESTIMATORS, active_units, kl_to_standard_normal
+from lit_vae.estimators import ESTIMATORS, active_units, kl_per_dimension, kl_to_standard_normal
 from lit_vae.generative import EVAL_STREAM, GenerativeModel, check_positive
-from lit_vae.logging import log_evaluation
+from lit_vae.logging import log_evaluation, log_histogram_at_samples
 
 
 class VAE(GenerativeModel):
@@ -38,6 +38,7 @@ class VAE(GenerativeModel):
         self.test_bound = MeanMetric()
         self.test_kl = MeanMetric()
         self.test_means = CatMetric()  # E_q[z|x] of every test point, for the active units
+        self.test_kl_dims = CatMetric()  # and its KL per latent dimension
 
     # ----------------------------------------------------------------- the model
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,7 +88,9 @@ class VAE(GenerativeModel):
         bound, kl = self.evaluation_bound(batch, batch_idx)
         self.test_bound.update(bound)
         self.test_kl.update(kl)
-        self.test_means.update(self.encode(batch.x)[0])
+        mu, logvar = self.encode(batch.x)
+        self.test_means.update(mu)
+        self.test_kl_dims.update(kl_per_dimension(mu, logvar))
 
     def on_validation_epoch_end(self) -> None:
         self.log_bound("lower_bound/validation", self.validation_bound)
@@ -106,10 +109,12 @@ class VAE(GenerativeModel):
         if metric is self.test_bound:  # the bound's two terms (Eq. 7) and the active units, over the same test batches
             kl = self.test_kl.compute().item()
             units = active_units(self.test_means.compute())
-            self.test_kl.reset()
-            self.test_means.reset()
+            kl_dims = self.test_kl_dims.compute().mean(0)
+            for metric in (self.test_kl, self.test_means, self.test_kl_dims):
+                metric.reset()
             log_evaluation(self, {"kl/test": kl, "reconstruction/test": value + kl, "latent/active_units": float(units)},
                            self.samples_evaluated)
+            log_histogram_at_samples(self.trainer, "latent/kl_per_dimension", kl_dims, self.samples_evaluated)
         if not self.trainer.sanity_checking and self.trainer.state.fn != TrainerFn.FITTING:
             rank_zero_info(f"{tag} = {value:.2f} nats per datapoint (model trained on {self.samples_evaluated:,} samples)")
         return value

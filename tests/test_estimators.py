@@ -6,7 +6,15 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from lit_vae import VAE
-from lit_vae.estimators import active_units, kl_to_standard_normal, reparameterize, sgvb_a, sgvb_b, standard_normal_log_density
+from lit_vae.estimators import (
+    active_units,
+    kl_per_dimension,
+    kl_to_standard_normal,
+    reparameterize,
+    sgvb_a,
+    sgvb_b,
+    standard_normal_log_density,
+)
 from lit_vae.networks import BernoulliMLPDecoder, init_normal_
 
 
@@ -31,6 +39,11 @@ class TestKLToStandardNormal:
 
     def test_zero_at_the_prior(self):
         assert kl_to_standard_normal(torch.zeros(2, 5), torch.zeros(2, 5)).abs().max() == 0
+
+    def test_per_dimension_equals_torch_distributions(self):
+        mu, logvar = _posterior()
+        expected = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0))
+        torch.testing.assert_close(kl_per_dimension(mu, logvar), expected)
 
 
 class TestEstimatorsAAndB:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_accumulator import HISTOGRAMS, EventAccumulator
 from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from tensorboard.util.tensor_util import make_ndarray
@@ -66,6 +66,13 @@ class TestFit:
         units = scalars["latent/active_units"]
         assert [s for s, _ in units] == [s for s, _ in scalars["lower_bound/test"]]
         assert all(value == int(value) and 0 <= value <= 20 for _, value in units) and units[-1][1] > 0  # learning uses some
+        # the KL per latent dimension, a histogram at the same steps whose 20 values sum to kl/test
+        accumulator = EventAccumulator(str(mnist_run), size_guidance={HISTOGRAMS: 0})
+        accumulator.Reload()
+        histograms = accumulator.Histograms("latent/kl_per_dimension")
+        assert [h.step for h in histograms] == [s for s, _ in scalars["kl/test"]]
+        for h, (_, kl) in zip(histograms, scalars["kl/test"]):
+            assert h.histogram_value.num == 20 and h.histogram_value.sum == pytest.approx(kl, rel=1e-4)
 
     def test_run_folder_holds_config_and_last_checkpoint(self, mnist_run):
         assert (mnist_run / "config.yaml").is_file()
