@@ -49,9 +49,10 @@ class ImagesCallback(pl.Callback):
     resumed logs the same points as one that never stopped.
 
     - manifold: decoder means on the :func:`manifold_points` grid, ``manifold_size`` squared
-      (Appendix A: 20 x 20 for MNIST, 10 x 10 for Frey Face). For Nz > 2 it spans the latent
-      dimensions ``manifold_dims`` with the others at 0, so what it shows depends on which
-      dimensions the model uses.
+      (Appendix A: 20 x 20 for MNIST, 10 x 10 for Frey Face). For Nz > 2 it spans two latent
+      dimensions with the others at 0: ``manifold_dims`` if given, else the two most active ones
+      at that point (the largest variance of the encoder's mean over the test split, see
+      ``latent/active_units``), in increasing order; (0, 1) for a model without an encoder.
     - samples: decoder means at ``num_samples`` fixed draws z ~ N(0, I) (Figure 5), the same
       draws at every point, so the pictures show how the model changes.
     - reconstructions: the first ``num_reconstructions`` test images, each row of originals
@@ -64,7 +65,7 @@ class ImagesCallback(pl.Callback):
 
     Args:
         manifold_size: points per axis of the manifold grid.
-        manifold_dims: the two latent dimensions the grid spans when Nz > 2.
+        manifold_dims: the two latent dimensions the grid spans when Nz > 2 (default: the two most active).
         num_samples: prior samples in ``images/samples``.
         num_reconstructions: test images in ``images/reconstructions`` (a multiple of ``nrow``).
         nrow: images per row in the samples and reconstructions grids.
@@ -75,7 +76,7 @@ class ImagesCallback(pl.Callback):
     def __init__(
         self,
         manifold_size: int = 20,
-        manifold_dims: tuple[int, int] = (0, 1),
+        manifold_dims: tuple[int, int] | None = None,
         num_samples: int = 100,
         num_reconstructions: int = 50,
         nrow: int = 10,
@@ -88,7 +89,7 @@ class ImagesCallback(pl.Callback):
         if num_reconstructions < 0 or num_reconstructions % nrow:
             raise ValueError(f"num_reconstructions must be a non-negative multiple of nrow={nrow}, got {num_reconstructions}")
         self.manifold_size = manifold_size
-        self.manifold_dims = tuple(manifold_dims)
+        self.manifold_dims = tuple(manifold_dims) if manifold_dims is not None else None
         self.num_samples = num_samples
         self.num_reconstructions = num_reconstructions
         self.nrow = nrow
@@ -98,8 +99,9 @@ class ImagesCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
-        # Raises here, before training, on dimensions the model does not have (the CLI checks earlier).
-        self._manifold_z = manifold_points(self.manifold_size, pl_module.latent_dim, self.manifold_dims)
+        if self.manifold_dims is not None:
+            # Raises here, before training, on dimensions the model does not have (the CLI checks earlier).
+            manifold_points(self.manifold_size, pl_module.latent_dim, self.manifold_dims)
         self._sample_z = pl_module.prior_sample(self.num_samples, torch.Generator().manual_seed(self.seed))
         # trainer.log_dir broadcasts from rank 0, so it is read here, where every rank calls it.
         self._folder = Path(trainer.log_dir or trainer.default_root_dir) / "images"
@@ -109,8 +111,8 @@ class ImagesCallback(pl.Callback):
             rank_zero_warn("ImagesCallback needs one of this project's data modules (image shape, test split); no images are logged.")
         else:
             data.setup(stage)
-            test = data.splits["test"]
-            self._test_images = test[: min(self.num_reconstructions, len(test) // self.nrow * self.nrow)]
+            self._test = data.splits["test"]
+            self._test_images = self._test[: min(self.num_reconstructions, len(self._test) // self.nrow * self.nrow)]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
@@ -140,8 +142,9 @@ class ImagesCallback(pl.Callback):
             return {}
         device = pl_module.device
         with evaluating(pl_module):
+            grid = manifold_points(self.manifold_size, pl_module.latent_dim, self.spanned_dims(pl_module)).to(device)
             images = {
-                "manifold": self._grid(pl_module.decode_mean(self._manifold_z.to(device)), shape, self.manifold_size, padding=0),
+                "manifold": self._grid(pl_module.decode_mean(grid), shape, self.manifold_size, padding=0),
                 "samples": self._grid(pl_module.decode_mean(self._sample_z.to(device)), shape, self.nrow),
             }
             if len(self._test_images) and pl_module.has_encoder:
@@ -151,6 +154,19 @@ class ImagesCallback(pl.Callback):
                 pairs = torch.stack([x.view(-1, self.nrow, x.shape[-1]), reconstruction.view(-1, self.nrow, x.shape[-1])], dim=1)
                 images["reconstructions"] = self._grid(pairs.reshape(-1, x.shape[-1]), shape, self.nrow)
         return images
+
+    @torch.no_grad()
+    def spanned_dims(self, pl_module: pl.LightningModule) -> tuple[int, int]:
+        """The latent dimensions the manifold spans now: ``manifold_dims``, else the two whose
+        encoder mean varies most over the test split."""
+        if self.manifold_dims is not None:
+            return self.manifold_dims
+        if pl_module.latent_dim <= 2 or not pl_module.has_encoder:
+            return (0, 1)
+        with evaluating(pl_module):
+            variance = torch.cat([pl_module.encode(x.to(pl_module.device))[0] for x in self._test.split(1000)]).var(dim=0)
+        first, second = sorted(variance.topk(2).indices.tolist())
+        return first, second
 
     @staticmethod
     def _grid(pixels: Tensor, shape: tuple[int, int], nrow: int, padding: int = 2) -> Tensor:

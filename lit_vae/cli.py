@@ -338,7 +338,7 @@ class VAECLI(LightningCLI):
         except (OSError, ValueError) as error:
             self.parser.error(f"data: {error}")
         for callback in self.trainer.callbacks:
-            if isinstance(callback, ImagesCallback):
+            if isinstance(callback, ImagesCallback) and callback.manifold_dims is not None:
                 try:
                     manifold_points(callback.manifold_size, self.model.latent_dim, callback.manifold_dims)
                 except ValueError as error:

@@ -58,6 +58,22 @@ def drawn(request, data_dir, tmp_path):
     return data, model, callback, callback.draw(model)
 
 
+class TestSpannedDims:
+    def test_the_two_most_active_by_default(self, data_dir, tmp_path):
+        """An encoder whose mean moves with x only in dimensions 3 and 1 of 5: the grid spans them."""
+        torch.manual_seed(0)
+        data, model = MNISTDataModule(data_dir, download=False), VAE(input_dim=784, latent_dim=5, hidden_dim=30)
+        with torch.no_grad():
+            model.encoder.mu.weight.zero_()
+            model.encoder.mu.weight[[1, 3]] = torch.randn(2, 30)
+        callback = ImagesCallback(manifold_size=4)
+        callback.setup(SimpleNamespace(datamodule=data, log_dir=str(tmp_path)), model, "fit")
+        assert callback.spanned_dims(model) == (1, 3)
+        means = model.decode_mean(manifold_points(4, 5, (1, 3))).detach()
+        torch.testing.assert_close(callback.draw(model)["manifold"][0, :28, 28:56], means[1].view(28, 28))
+        assert ImagesCallback(manifold_dims=(0, 4)).spanned_dims(model) == (0, 4)
+
+
 class TestDraw:
     def test_shapes_follow_the_image_shape(self, drawn):
         data, _, callback, images = drawn
