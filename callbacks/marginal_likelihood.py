@@ -84,9 +84,9 @@ class MarginalLikelihoodCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
-        if not pl_module.has_encoder and self.hmc == "never":
-            raise ValueError(f"--marginal_likelihood.hmc never: {type(pl_module).__name__} has no encoder, so the HMC "
-                             "estimator is its only estimate of log p(x); use auto or always")
+        if not pl_module.has_encoder and self.hmc == "never":  # the CLI refuses it before this, in one line
+            raise ValueError(f"hmc='never': {type(pl_module).__name__} has no encoder, so the HMC estimator is its only "
+                             "estimate of log p(x); use auto or always")
 
     def uses_hmc(self, pl_module: pl.LightningModule) -> bool:
         """Whether the HMC estimator runs for this model (see ``hmc``)."""

@@ -167,13 +167,14 @@ class TestCommandLine:
         ("--data.init_args.binarize=sometimes", "binarize"),
         ("--model.train_size=1000", "--model.init_args.train_size is set from the data, which would override it: "
                                     "give --data.init_args.train_size instead"),
+        ("--model=MCEM --marginal_likelihood.hmc=never", "--marginal_likelihood.hmc never: MCEM has no encoder"),
         ("--optimizer=Adam", "--optimizer would replace the paper's Adagrad and its accumulate-only warm-up "
                              "(configure_optimizers); add --allow_other_optimizer true to do that"),
     ])
     def test_invalid_values_fail_before_anything_is_written(self, tmp_path, data_dir, argument, message, monkeypatch, capsys):
         monkeypatch.chdir(tmp_path)  # where the default run folder would go
         with pytest.raises(SystemExit) as stopped:
-            cli(["fit", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}", argument])
+            cli(["fit", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}", *argument.split()])
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
         assert list(tmp_path.iterdir()) == []
