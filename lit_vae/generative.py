@@ -103,8 +103,8 @@ class GenerativeModel(pl.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     def on_fit_start(self) -> None:
-        """The run in TensorBoard's HPARAMS tab: the model's and the data's hyperparameters and
-        the seed (Lightning's ``PL_GLOBAL_SEED``), beside the final bounds."""
+        """The run in TensorBoard's HPARAMS tab: the model's hyperparameters, the model and data
+        module classes and the seed (Lightning's ``PL_GLOBAL_SEED``), beside the final bounds."""
         seed = os.environ.get("PL_GLOBAL_SEED")
         log_hparams(self.trainer, {
             **{key: value for key, value in self.hparams.items() if not key.startswith("_")},  # not LightningCLI's own
