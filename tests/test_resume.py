@@ -89,6 +89,7 @@ def ddp_fit(root: Path, data_dir: Path, *args: str) -> subprocess.CompletedProce
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")  # never beside another DDP run (see pyproject.toml)
 def test_ddp_kill_mid_pass_then_resume_logs_the_uninterrupted_pass(tmp_path, data_dir):
     """2 ranks x 100 datapoints a step: 5 steps a pass of 1,000. Both ranks are killed (SIGKILL,
     nothing flushed) after 9 steps, 4 steps into the second pass; the resume starts from the

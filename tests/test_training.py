@@ -296,6 +296,7 @@ class TestCommandLine:
         assert "accelerator: cpu" in result.stdout
 
 
+@pytest.mark.xdist_group("ddp")  # never beside another DDP run (see pyproject.toml)
 class TestDistributed:
     def test_ddp_lower_bound_is_within_noise_of_one_process(self, tmp_path, data_dir):
         """2 processes x 50 datapoints a step against 1 x 100, same seed, 2 x 10^5 samples each.
