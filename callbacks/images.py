@@ -14,6 +14,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
+from lit_vae.estimators import latent_activity
 from lit_vae.interfaces import SplitData, evaluating, require_model
 from lit_vae.logging import log_image_at_samples
 
@@ -157,15 +158,15 @@ class ImagesCallback(pl.Callback):
 
     @torch.no_grad()
     def spanned_dims(self, pl_module: pl.LightningModule) -> tuple[int, int]:
-        """The latent dimensions the manifold spans now: ``manifold_dims``, else the two whose
-        encoder mean varies most over the test split."""
+        """The latent dimensions the manifold spans now: ``manifold_dims``, else the two most
+        active over the test split (:func:`~lit_vae.estimators.latent_activity`)."""
         if self.manifold_dims is not None:
             return self.manifold_dims
         if pl_module.latent_dim <= 2 or not pl_module.has_encoder:
             return (0, 1)
         with evaluating(pl_module):
-            variance = torch.cat([pl_module.encode(x.to(pl_module.device))[0] for x in self._test.split(1000)]).var(dim=0)
-        first, second = sorted(variance.topk(2).indices.tolist())
+            activity = latent_activity(torch.cat([pl_module.encode(x.to(pl_module.device))[0] for x in self._test.split(1000)]))
+        first, second = sorted(activity.topk(2).indices.tolist())
         return first, second
 
     @staticmethod

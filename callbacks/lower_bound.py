@@ -112,13 +112,7 @@ class LowerBoundCallback(pl.Callback):
         with evaluating(pl_module):
             for batch_idx, batch in enumerate(datamodule.test_dataloader()):
                 pl_module.test_step(pl_module.transfer_batch_to_device(batch, pl_module.device, 0), batch_idx)
-        if log:
-            return pl_module.log_bound("lower_bound/test", pl_module.test_bound)
-        value = pl_module.test_bound.compute().item()
-        pl_module.test_bound.reset()
-        for metric in (pl_module.test_kl, pl_module.test_means, pl_module.test_kl_dims):
-            metric.reset()
-        return value
+        return pl_module.log_bound("lower_bound/test", pl_module.test_bound, log=log)
 
     def state_dict(self) -> dict[str, Any]:
         """The running sums of the pass in progress, one per rank (gathered: Lightning saves
@@ -133,14 +127,11 @@ class LowerBoundCallback(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # A checkpoint written before the KL term was logged has no kl_sum: that pass's KL is not logged.
         self._kl_known = "kl_sum" in state_dict
-        sums, counts, kl_sums = ([value] if not isinstance(value, list) else value
-                                 for value in (state_dict["sum"], state_dict["count"], state_dict.get("kl_sum", 0.0)))
+        sums, counts = ([value] if not isinstance(value, list) else value for value in (state_dict["sum"], state_dict["count"]))
+        kl_sums = state_dict.get("kl_sum", [0.0] * len(sums))
         rank, world_size = self._strategy.global_rank, self._strategy.world_size
         if len(sums) != world_size:  # saved by another number of processes: the pass's whole sums on rank 0
-            sums, counts = [sum(sums)] + [0.0] * (world_size - 1), [sum(counts)] + [0] * (world_size - 1)
-            kl_sums = [sum(kl_sums)] + [0.0] * (world_size - 1)
-        if len(kl_sums) != world_size:
-            kl_sums = [0.0] * world_size
+            sums, counts, kl_sums = ([sum(values)] + [0] * (world_size - 1) for values in (sums, counts, kl_sums))
         self._sum = torch.tensor(sums[rank], dtype=torch.float64)
         self._kl_sum = torch.tensor(kl_sums[rank], dtype=torch.float64)
         self._count = counts[rank]

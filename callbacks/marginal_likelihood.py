@@ -84,14 +84,18 @@ class MarginalLikelihoodCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
-        if not pl_module.has_encoder and self.hmc == "never":  # the CLI refuses it before this, in one line
-            raise ValueError(f"hmc='never': {type(pl_module).__name__} has no encoder, so the HMC estimator is its only "
-                             "estimate of log p(x); use auto or always")
+        self.uses_hmc(pl_module)  # raises before training (the CLI asks earlier, to refuse in one line)
 
     def uses_hmc(self, pl_module: pl.LightningModule) -> bool:
-        """Whether the HMC estimator runs for this model (see ``hmc``)."""
+        """Whether the HMC estimator runs for this model (see ``hmc``); ``ValueError`` where it
+        would estimate nothing (``never`` for a model without an encoder)."""
+        if not pl_module.has_encoder:
+            if self.hmc == "never":
+                raise ValueError(f"hmc never: {type(pl_module).__name__} has no encoder, so the HMC estimator is its only "
+                                 "estimate of log p(x); use auto or always")
+            return True
         if self.hmc == "auto":
-            return not pl_module.has_encoder or pl_module.latent_dim <= self.hmc_max_latent_dim
+            return pl_module.latent_dim <= self.hmc_max_latent_dim
         return self.hmc == "always"
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,

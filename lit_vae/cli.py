@@ -338,9 +338,11 @@ class VAECLI(LightningCLI):
         except (OSError, ValueError) as error:
             self.parser.error(f"data: {error}")
         for callback in self.trainer.callbacks:
-            if isinstance(callback, MarginalLikelihoodCallback) and callback.hmc == "never" and not self.model.has_encoder:
-                self.parser.error(f"--marginal_likelihood.hmc never: {type(self.model).__name__} has no encoder, so the HMC "
-                                  "estimator is its only estimate of log p(x); use auto or always")
+            if isinstance(callback, MarginalLikelihoodCallback):
+                try:
+                    callback.uses_hmc(self.model)
+                except ValueError as error:
+                    self.parser.error(f"--marginal_likelihood.{error}")
             if isinstance(callback, ImagesCallback) and callback.manifold_dims is not None:
                 try:
                     manifold_points(callback.manifold_size, self.model.latent_dim, callback.manifold_dims)

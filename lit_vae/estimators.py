@@ -88,10 +88,14 @@ ESTIMATORS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, LogLikelihood], 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
-def active_units(means: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """The number of active latent dimensions: u with Cov_x(E_q[z_u|x]) > ``threshold`` (Burda,
-    Grosse & Salakhutdinov 2015, Section 5.2), from the posterior means ``[N, Nz]`` of N points.
-    A dimension whose mean does not move with x carries no information about it (its KL term
-    then goes to 0 as q(z_u|x) matches the prior)."""
-    return int((means.double().var(dim=0) > threshold).sum())
+def latent_activity(means: Tensor) -> Tensor:
+    """Cov_x(E_q[z_u|x]) of each latent dimension u, ``[Nz]``, from the posterior means ``[N, Nz]``
+    of N points: how much the dimension's code moves with x (Burda, Grosse & Salakhutdinov 2015,
+    Section 5.2). A dimension whose mean does not move carries no information about x (its KL
+    term then goes to 0 as q(z_u|x) matches the prior)."""
+    return means.double().var(dim=0)
 
+
+def active_units(means: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """The number of active latent dimensions: those whose :func:`latent_activity` exceeds ``threshold``."""
+    return int((latent_activity(means) > threshold).sum())

@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from lit_vae.datamodules.batches import Batch
 from lit_vae.estimators import standard_normal_log_density
 from lit_vae.interfaces import NonFiniteError, non_finite_message
-from lit_vae.logging import log_hparams
+from lit_vae.logging import log_hparams, log_layout
 from lit_vae.networks import DECODERS, GaussianMLPEncoder, init_normal_
 from lit_vae.seeding import seeded_generator
 
@@ -104,7 +104,9 @@ class GenerativeModel(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         """The run in TensorBoard's HPARAMS tab: the model's hyperparameters, the model and data
-        module classes and the seed (Lightning's ``PL_GLOBAL_SEED``), beside the final bounds."""
+        module classes and the seed (Lightning's ``PL_GLOBAL_SEED``), beside the final bounds;
+        and the Custom Scalars tab's layout."""
+        log_layout(self.trainer)
         seed = os.environ.get("PL_GLOBAL_SEED")
         log_hparams(self.trainer, {
             **{key: value for key, value in self.hparams.items() if not key.startswith("_")},  # not LightningCLI's own

@@ -90,8 +90,7 @@ def log_hparams(trainer: pl.Trainer, params: dict[str, Any]) -> None:
     """List the run in TensorBoard's HPARAMS tab: ``params`` (values other than numbers, strings
     and booleans as text) beside the latest values of :data:`HPARAMS_METRICS`, which the tab reads
     from the curves. Only the tab's summaries are written: Lightning's own
-    ``log_hyperparams(params, metrics)`` would also add a point at step 0 to each curve. With
-    them, the Custom Scalars tab's :data:`LAYOUT`."""
+    ``log_hyperparams(params, metrics)`` would also add a point at step 0 to each curve."""
     flat = {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in params.items()}
     summaries = hparams(flat, dict.fromkeys(HPARAMS_METRICS, 0.0))
     for logger in trainer.loggers:
@@ -99,5 +98,12 @@ def log_hparams(trainer: pl.Trainer, params: dict[str, Any]) -> None:
             writer = logger.experiment._get_file_writer()  # as SummaryWriter.add_hparams and Lightning write them
             for summary in summaries:
                 writer.add_summary(summary)
+
+
+@rank_zero_only
+def log_layout(trainer: pl.Trainer) -> None:
+    """TensorBoard's Custom Scalars tab: :data:`LAYOUT`, each quantity's splits in one chart."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_custom_scalars(LAYOUT)
 
