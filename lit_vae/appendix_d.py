@@ -12,10 +12,15 @@ class AppendixD:
 
     Args:
         num_datapoints: points of each split evaluated (the paper: 1,000).
-        num_samples: posterior samples per datapoint from HMC (the paper: 50); half fit q(z).
+        num_samples: posterior samples per datapoint from HMC (the paper: 50); each half fits the q(z)
+            that scores the other.
         num_leapfrog: leapfrog steps per HMC iteration (the paper: 4).
         burn_in: HMC iterations that adapt the step size, then are discarded.
         target_accept: acceptance rate the step size is adapted toward (the paper: 0.9).
+        step_jitter: each HMC iteration's step size is drawn from [1 - j, 1 + j] times the
+            adapted one (ours, not the paper's: 4 leapfrog steps of a fixed size carry a chain
+            on a near-Gaussian posterior to near its mirror point and back, so its samples
+            cover little of the posterior; docs/results.md, "Figure 3").
         importance_samples: samples of the importance-sampling estimate with q(z|x).
         prior_draws: prior draws searched for the chains' starting points of a model without
             an encoder (MCEM).
@@ -26,6 +31,7 @@ class AppendixD:
     num_leapfrog: int = 4
     burn_in: int = 50
     target_accept: float = 0.9
+    step_jitter: float = 0.5
     importance_samples: int = 1_000
     prior_draws: int = 1_000
 
@@ -37,6 +43,8 @@ class AppendixD:
             raise ValueError(f"num_samples must be at least 4 (half to fit q, half to evaluate), got {self.num_samples}")
         if self.burn_in < 0:
             raise ValueError(f"burn_in must be >= 0, got {self.burn_in}")
+        if not 0 <= self.step_jitter < 1:
+            raise ValueError(f"step_jitter must be in [0, 1), got {self.step_jitter}")
         if not 0 < self.target_accept < 1:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
 

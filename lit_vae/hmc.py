@@ -3,7 +3,10 @@
 Many independent chains (e.g. one or more per datapoint) run together as one tensor: the
 state ``z`` has shape ``[*chains, D]`` and ``log_prob(z)`` returns ``[*chains]``. Gradients come
 from autograd; each chain has its own step size, adapted during burn-in only (dual averaging,
-Hoffman & Gelman 2014, Algorithm 5) toward a target acceptance rate (0.9 in the paper).
+Hoffman & Gelman 2014, Algorithm 5) toward a target acceptance rate (0.9 in the paper). Each
+iteration can draw its step size around the adapted one (Neal 2011, "MCMC using Hamiltonian
+dynamics", Section 5.4.2.2), which breaks the near-periodic trajectories that a fixed number of
+leapfrog steps of a fixed size gives on near-Gaussian targets.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ def hmc(
     burn_in: int = 0,
     step_size: float | Tensor = 0.1,
     target_accept: float = 0.9,
+    step_jitter: float = 0.0,
     generator: torch.Generator | None = None,
     on_iteration: Callable[[], None] | None = None,
 ) -> HMCResult:
@@ -95,8 +99,12 @@ def hmc(
 
     The first ``burn_in`` iterations adapt each chain's step size and are discarded; with
     ``burn_in=0`` the given step sizes are used as they are (e.g. persisted between calls).
+    With ``step_jitter`` j each iteration's step size is the chain's times a uniform draw from
+    [1 - j, 1 + j].
     ``on_iteration`` is called after each of the ``burn_in + num_samples`` iterations (progress).
     """
+    if not 0 <= step_jitter < 1:
+        raise ValueError(f"step_jitter must be in [0, 1), got {step_jitter}")
     chains = init.shape[:-1]
     step = torch.as_tensor(step_size, dtype=init.dtype, device=init.device).expand(chains).clone()
     adaptation = DualAveraging(step, target_accept) if burn_in > 0 else None
@@ -105,7 +113,10 @@ def hmc(
     samples, accepted = [], torch.zeros(chains, dtype=init.dtype, device=init.device)
     for iteration in range(burn_in + num_samples):
         r = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-        z_new, r_new, value_new, grad_new = leapfrog(log_prob, z, r, grad, step[..., None], num_leapfrog)
+        jittered = step
+        if step_jitter > 0:
+            jittered = step * (1 + step_jitter * (2 * torch.rand(chains, generator=generator, dtype=z.dtype, device=z.device) - 1))
+        z_new, r_new, value_new, grad_new = leapfrog(log_prob, z, r, grad, jittered[..., None], num_leapfrog)
         log_ratio = (value_new - 0.5 * r_new.pow(2).sum(-1)) - (value - 0.5 * r.pow(2).sum(-1))
         accept_prob = torch.nan_to_num(log_ratio, nan=-math.inf).clamp(max=0.0).exp()
         accept = torch.rand(chains, generator=generator, dtype=z.dtype, device=z.device) < accept_prob
