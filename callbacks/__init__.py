@@ -6,8 +6,9 @@ from lit_vae.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint, RunS
 from lit_vae.callbacks.images import ImagesCallback
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
+from lit_vae.callbacks.predictions import PredictionWriter
 from lit_vae.callbacks.progress import ProgressFile, SamplesProgressBar
 from lit_vae.callbacks.schedule import LogSpacedSchedule
 
 __all__ = ["AtomicCheckpointIO", "ImagesCallback", "LogSpacedSchedule", "LowerBoundCallback", "MarginalLikelihoodCallback",
-           "ProgressFile", "RunCheckpoint", "RunState", "SamplesProgressBar"]
+           "PredictionWriter", "ProgressFile", "RunCheckpoint", "RunState", "SamplesProgressBar"]

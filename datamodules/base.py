@@ -13,20 +13,25 @@ class InMemoryDataModule(pl.LightningDataModule):
     """Each split is one ``[N, D]`` float tensor, served in minibatches by :class:`TensorBatches`.
 
     Subclasses fill ``self.splits`` (``train``, ``test`` and optionally ``validation``) in
-    ``load_splits`` and set ``image_shape``.
+    ``load_splits``, and ``self.split_labels`` (the same keys, ``[N]`` class labels) where the
+    data set has labels, and set ``image_shape``. ``predict`` serves ``predict_split``.
     """
 
     image_shape: tuple[int, int]
 
-    def __init__(self, batch_size: int, eval_batch_size: int, seed: int | None) -> None:
+    def __init__(self, batch_size: int, eval_batch_size: int, seed: int | None, predict_split: str = "test") -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} and {eval_batch_size}")
+        if predict_split not in ("train", "validation", "test"):
+            raise ValueError(f"predict_split must be train, validation or test, got {predict_split!r}")
+        self.predict_split = predict_split
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         # Data order follows ``seed_everything`` unless a seed is given.
         self.seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
         self.splits: dict[str, Tensor] = {}
+        self.split_labels: dict[str, Tensor] = {}
 
     @property
     def input_dim(self) -> int:
@@ -42,6 +47,14 @@ class InMemoryDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = self.load_splits()
+        if self.predict_split not in self.splits:
+            raise ValueError(f"predict_split {self.predict_split!r}: this data module has no such split "
+                             f"(it has {', '.join(self.splits)})")
+
+    def labels(self, split: str) -> Tensor | None:
+        """The class label of each datapoint of ``split`` (``[N]``), or ``None`` where the data set has none."""
+        self.setup()
+        return self.split_labels.get(split)
 
     def _loader(self, split: str, train: bool = False) -> TensorBatches:
         self.setup()
@@ -64,4 +77,4 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> TensorBatches:
-        return self._loader("test")
+        return self._loader(self.predict_split)

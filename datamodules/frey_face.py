@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import scipy.io
@@ -40,6 +41,7 @@ class FreyFaceDataModule(InMemoryDataModule):
         seed: seed of the data order; by default drawn from the global RNG (``seed_everything``).
         split_seed: seed of the train/test permutation.
         download: try to download a missing file.
+        predict_split: the split ``predict`` serves.
     """
 
     image_shape = (28, 20)
@@ -53,8 +55,9 @@ class FreyFaceDataModule(InMemoryDataModule):
         seed: int | None = None,
         split_seed: int = 0,
         download: bool = True,
+        predict_split: Literal["train", "test"] = "test",
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, seed)
+        super().__init__(batch_size, eval_batch_size, seed, predict_split)
         if not 1 <= train_size < NUM_IMAGES:
             raise ValueError(f"train_size must be between 1 and {NUM_IMAGES - 1}, got {train_size}")
         self.data_dir = default_data_dir(data_dir)

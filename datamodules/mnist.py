@@ -50,6 +50,7 @@ class MNISTDataModule(InMemoryDataModule):
             256 gives the values of ``mnist.pkl.gz`` (largest 255/256), the file the paper-era
             code read, whose targets never reach 1 (docs/results.md, Figure 2).
         download: try to download missing files.
+        predict_split: the split ``predict`` serves (each point with its digit as label).
     """
 
     image_shape = (28, 28)
@@ -66,8 +67,9 @@ class MNISTDataModule(InMemoryDataModule):
         binarize_seed: int = 0,
         pixel_divisor: Literal[255, 256] = 255,
         download: bool = True,
+        predict_split: Literal["train", "validation", "test"] = "test",
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, seed)
+        super().__init__(batch_size, eval_batch_size, seed, predict_split)
         if binarize not in ("none", "static", "dynamic"):
             raise ValueError(f"binarize must be one of none, static, dynamic; got {binarize!r}")
         if train_size < 1 or val_size < 0 or train_size + val_size > _TRAIN_IMAGES:
@@ -102,11 +104,14 @@ class MNISTDataModule(InMemoryDataModule):
         self.prepare_data()
         for name in SHA256:
             _check_file(self.raw_folder / name)
-        grey_train = self._images(train=True)
-        train, test = grey_train, self._images(train=False)
+        grey_train, train_labels = self._images(train=True)
+        test, test_labels = self._images(train=False)
+        train = grey_train
         if self.binarize != "none":
             generator = torch.Generator().manual_seed(self.binarize_seed)
             train, test = torch.bernoulli(train, generator=generator), torch.bernoulli(test, generator=generator)
+        self.split_labels = {"train": train_labels[: self.train_size], "validation": train_labels[_TRAIN_IMAGES - self.val_size :],
+                             "test": test_labels}
         return {
             "train": (grey_train if self.binarize == "dynamic" else train)[: self.train_size].contiguous(),
             "validation": train[_TRAIN_IMAGES - self.val_size :].contiguous(),
@@ -119,9 +124,10 @@ class MNISTDataModule(InMemoryDataModule):
     def val_dataloader(self) -> TensorBatches:
         return self._loader("validation")
 
-    def _images(self, train: bool) -> Tensor:
-        data = MNIST(str(self.data_dir), train=train, download=False).data
-        return data.reshape(len(data), -1).float().div_(self.pixel_divisor)
+    def _images(self, train: bool) -> tuple[Tensor, Tensor]:
+        """The images of one of MNIST's files, ``[N, 784]`` in [0, 1], and their digits."""
+        mnist = MNIST(str(self.data_dir), train=train, download=False)
+        return mnist.data.reshape(len(mnist.data), -1).float().div_(self.pixel_divisor), mnist.targets
 
 
 def _bernoulli(batch: Tensor, generator: torch.Generator) -> Tensor:

@@ -4,7 +4,9 @@ folder policy (``lit_vae.runs``) together.
 
 Runs go to ``runs/<data>_nz<latent_dim>/version_<n>/`` (TensorBoard events, ``config.yaml``,
 ``checkpoints/``). ``fit --ckpt_path last`` resumes the newest version of the run and keeps
-logging into its folder, so the curves continue where they stopped. ``--config NAME`` takes a
+logging into its folder, so the curves continue where they stopped; ``test``, ``validate`` and
+``predict`` of a run's checkpoint log into its ``test/``, ``validate/`` or ``predict/``
+sub-folder. ``--config NAME`` takes a
 config shipped with the package (``mnist``, ``frey_face``, ``figure3_n1000``, ...) when no file
 of that name exists.
 """
@@ -43,6 +45,7 @@ from lit_vae.callbacks.checkpoint import (
 from lit_vae.callbacks.images import ImagesCallback, manifold_points
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
+from lit_vae.callbacks.predictions import PredictionWriter
 from lit_vae.callbacks.progress import SamplesProgressBar
 from lit_vae.configs import config_file, config_names
 from lit_vae.generative import GenerativeModel
@@ -148,6 +151,7 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(LowerBoundCallback, "lower_bound")
         parser.add_lightning_class_args(MarginalLikelihoodCallback, "marginal_likelihood")
         parser.add_lightning_class_args(ImagesCallback, "images")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(RunState, "run_state")
         # Configurable like the callbacks above, but added by instantiate_trainer, which leaves
         # them out where the Trainer's own flags say so.
@@ -200,6 +204,8 @@ class VAECLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         logger = logger_args(config.trainer.logger)
+        where_chosen = logger is not None and (logger.get("save_dir") != DEFAULT_SAVE_DIR or logger.get("version") is not None
+                                               or config.trainer.default_root_dir is not None)
         # As in any Lightning project: --trainer.default_root_dir decides where runs go, unless
         # the logger's save_dir is given otherwise.
         if logger is not None and config.trainer.default_root_dir is not None and logger.get("save_dir") == DEFAULT_SAVE_DIR:
@@ -217,6 +223,8 @@ class VAECLI(LightningCLI):
             self._find_checkpoint(config, logger)
         if self.subcommand == "fit" and config.ckpt_path is not None:
             self._resume(config, logger)
+        elif config.ckpt_path is not None and logger is not None and not where_chosen:
+            self._evaluate_in_its_run(config, logger)
         elif self.subcommand == "fit" and logger is not None and logger.get("version") is not None:
             try:
                 runs.refuse_used_version(runs.version_folder(logger.save_dir, logger.name, logger.version))
@@ -274,6 +282,17 @@ class VAECLI(LightningCLI):
         # A resumed run's checkpoint folder is its own, and never empty: nothing to warn about.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
+    def _evaluate_in_its_run(self, config: Namespace, logger: Namespace) -> None:
+        """``test``, ``validate`` and ``predict`` of a checkpoint log into the folder of the run it
+        belongs to (unless the logger's ``save_dir`` or ``version``, or ``default_root_dir``, say
+        otherwise), in a sub-folder named by the subcommand (TensorBoard shows it beside the
+        run's training curves, at the checkpoint's samples evaluated), rather than into a new
+        ``version_<n>``; the training event files and the run's own ``hparams.yaml`` and
+        ``config.yaml`` are left as they are."""
+        run = runs.run_of_checkpoint(config.ckpt_path)
+        if run is not None:
+            logger.save_dir, logger.name, logger.version = str(runs.version_folder(*run)), self.subcommand, ""
+
     @staticmethod
     def _find_last(config: Namespace, logger: Namespace | None) -> Path:
         if config.checkpoint.dirpath is not None:
@@ -328,6 +347,9 @@ class VAECLI(LightningCLI):
                 check_checkpoint(self.checkpoint, self.config[self.subcommand].ckpt_path, self.model)
             except ValueError as error:
                 self.parser.error(f"--ckpt_path: {error}")
+        if self.subcommand == "predict" and not self.model.has_encoder:
+            self.parser.error(f"predict writes each datapoint's q(z|x) and reconstruction, and {type(self.model).__name__} "
+                              "has no encoder: evaluate it with `test` (its marginal likelihood) instead")
         try:
             self.model.check_world_size(self.trainer.world_size)
         except ValueError as error:
@@ -434,10 +456,13 @@ def silence_what_does_not_apply() -> None:
     that an epoch (Frey Face's 16 minibatches) is shorter than ``log_every_n_steps``, which only
     concerns per-step ``self.log`` calls (the models here log against samples evaluated, at epoch
     ends and schedule points); that a data set without a validation split (Frey Face) skips
-    validation; and a deprecation inside Lightning's own code that no user can act on."""
+    validation; that the prediction loop cannot track batch indices (the prediction writer
+    reads each datapoint's row from its batch); and a deprecation inside Lightning's own code
+    that no user can act on."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
     for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
                     r"You defined a `validation_step` but have no `val_dataloader`",
+                    r"Couldn't infer the batch indices fetched from your dataloader",
                     r"`isinstance\(treespec, LeafSpec\)` is deprecated"):
         warnings.filterwarnings("ignore", message=message)
 

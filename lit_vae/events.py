@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator, ScalarEvent
+
+#: The sub-folders of a run folder that ``test``, ``validate`` and ``predict`` of its checkpoints log into.
+EVALUATION_FOLDERS = ("test", "validate", "predict")
 
 
 def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
@@ -16,9 +20,13 @@ def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
     A resumed run writes a new event file into its folder, starting with a purge mark at the
     checkpoint's step: TensorBoard then hides what the stopped run logged after its checkpoint,
     which the resumed run logs again. Each folder is read as TensorBoard reads a run (its files
-    in order, purges applied); folders are merged.
+    in order, purges applied); folders are merged. The sub-folders where ``test``, ``validate``
+    and ``predict`` of a run's checkpoints log (``version_<n>/test``, ...) are left out, unless
+    ``run_dir`` is one: their points repeat, or come between, the training curves' ones.
     """
-    folders = sorted({file.parent for file in Path(run_dir).rglob("events.out.tfevents.*")})
+    root = Path(run_dir)
+    folders = sorted({file.parent for file in root.rglob("events.out.tfevents.*")
+                      if file.parent == root or not is_evaluation(file.parent)})
     if not folders:
         raise FileNotFoundError(f"no TensorBoard event files under {run_dir}")
     events: dict[str, list[ScalarEvent]] = defaultdict(list)
@@ -30,6 +38,11 @@ def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
         for tag in accumulator.Tags()[SCALARS]:
             events[tag] += accumulator.Scalars(tag)
     return {tag: sorted(points, key=lambda e: (e.step, e.wall_time)) for tag, points in events.items()}
+
+
+def is_evaluation(folder: Path) -> bool:
+    """Whether ``folder`` is where an evaluation of a run's checkpoint logs: ``<run>/version_<n>/<subcommand>``."""
+    return folder.name in EVALUATION_FOLDERS and re.fullmatch(r"version_\d+", folder.parent.name) is not None
 
 
 def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

@@ -61,12 +61,15 @@ def require_model(module: object, reader: str) -> None:
 @runtime_checkable
 class SplitData(Protocol):
     """A data module whose splits (``train``, ``test``, ...) are ``[N, D]`` tensors of images of
-    ``image_shape`` (rows, columns), loaded by ``setup``."""
+    ``image_shape`` (rows, columns), loaded by ``setup``, with their labels where it has them;
+    ``predict`` serves ``predict_split``."""
 
     splits: dict[str, Tensor]
     image_shape: tuple[int, int]
+    predict_split: str
 
     def setup(self, stage: str | None = None) -> None: ...
+    def labels(self, split: str) -> Tensor | None: ...
 
 
 @contextmanager

@@ -18,12 +18,13 @@ from lit_vae.logging import log_evaluation, log_histogram_at_samples
 
 class BoundTerms(NamedTuple):
     """An SGVB estimate of the lower bound per datapoint, ``[B]``, with what it is made of: the
-    posterior means ``[B, Nz]`` and the closed-form KL term of each latent dimension ``[B, Nz]``
-    (Appendix B). Both are read, never trained on, so they carry no gradient. The bound's other
+    posterior means and log-variances ``[B, Nz]`` and the closed-form KL term of each latent
+    dimension ``[B, Nz]`` (Appendix B). These are read, never trained on, so they carry no gradient. The bound's other
     term, E_q[log p(x|z)] of Eq. 7, is ``bound + kl`` (with estimator A, estimated through its noise)."""
 
     bound: Tensor
     mu: Tensor
+    logvar: Tensor
     kl_per_dimension: Tensor
 
     @property
@@ -70,7 +71,7 @@ class VAE(GenerativeModel):
         mu, logvar = self.encoder(x)
         bound = self._estimator(x, mu, logvar, self.noise(x, num_samples, generator), self.log_likelihood)
         mu, logvar = mu.detach(), logvar.detach()
-        return BoundTerms(bound, mu, kl_per_dimension(mu, logvar))
+        return BoundTerms(bound, mu, logvar, kl_per_dimension(mu, logvar))
 
     def noise(self, x: Tensor, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """eps ~ N(0, I) of shape ``[L, B, Nz]``: the noise of the reparameterisation (Eq. 10)."""
@@ -94,6 +95,14 @@ class VAE(GenerativeModel):
         """The bound and its terms for an evaluation minibatch, with noise fixed by its index, so
         the same checkpoint and data always give the same numbers (during training and in ``test``)."""
         return self.bound_terms(batch.x, self.hparams.num_samples, self.noise_generator(EVAL_STREAM, batch_idx))
+
+    @torch.no_grad()
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Per datapoint: q(z|x)'s ``mu`` and ``logvar``, the ``reconstruction`` (the decoder's mean
+        at ``mu``), the ``lower_bound`` as ``test`` estimates it, and the datapoint's ``index`` in the split."""
+        terms = self.evaluation_terms(batch, batch_idx)
+        return {"index": batch.index, "mu": terms.mu, "logvar": terms.logvar, "reconstruction": self.decode_mean(terms.mu),
+                "lower_bound": terms.bound}
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.validation_bound.update(self.evaluation_terms(batch, batch_idx).bound)

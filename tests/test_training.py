@@ -9,15 +9,18 @@ import sys
 import pytest
 import torch
 import yaml
+from google.protobuf import text_format
 from tensorboard.backend.event_processing.event_accumulator import HISTOGRAMS, EventAccumulator
 from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from tensorboard.util.tensor_util import make_ndarray
+from torchvision.datasets import MNIST
 
 from lit_vae import VAE
 from lit_vae.cli import cli
 from lit_vae.events import read_scalars
-from tests.helpers import REPO, evaluate, fit, load, parameters
+from tests.helpers import REPO, evaluate, fit, load, parameters, snapshot
 
 # Whole runs through the CLI: the slow tier (pytest -m "not slow" leaves them out).
 pytestmark = pytest.mark.slow
@@ -107,6 +110,60 @@ class TestFit:
         assert set(returned) == tags | {"step"} and returned["step"] == 50_000
         for tag in tags:  # both runs (the CLI's, then ours) logged the same number at the checkpoint's samples
             assert logged[tag] == [(50_000, pytest.approx(returned[tag], abs=1e-4))] * 2
+
+
+    def test_evaluating_a_checkpoint_logs_into_its_run(self, mnist_run, tmp_path, data_dir, monkeypatch):
+        """No save_dir given: ``test`` logs into the run's ``test/`` at the checkpoint's samples,
+        leaves every file of the run as it was, and opens no other run folder."""
+        monkeypatch.chdir(tmp_path)
+        before, curves = snapshot(mnist_run), read_scalars(mnist_run)
+        cli(["test", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}",
+             "--progress_bar.refresh_rate=0", f"--ckpt_path={mnist_run / 'checkpoints' / 'last.ckpt'}",
+             "--marginal_likelihood.settings.num_datapoints=10", "--marginal_likelihood.settings.importance_samples=10"])
+        after = snapshot(mnist_run)
+        assert {name: after[name] for name in before} == before
+        assert all(name.startswith("test/") for name in set(after) - set(before)) and set(after) != set(before)
+        assert sorted(p.name for p in mnist_run.parent.iterdir()) == ["version_0"] and list(tmp_path.iterdir()) == []
+        assert read_scalars(mnist_run) == curves  # the evaluation is not read as part of the training curves
+        final = curves["lower_bound/test"][-1]
+        assert read_scalars(mnist_run / "test")["lower_bound/test"] == [(final[0], pytest.approx(final[1], abs=1e-3))]
+
+    def test_predict_writes_the_documented_file_and_a_projector_embedding(self, mnist_run, data_dir):
+        checkpoint = mnist_run / "checkpoints" / "last.ckpt"
+        cli(["predict", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}",
+             "--progress_bar.refresh_rate=0", f"--ckpt_path={checkpoint}"])
+        folder = mnist_run / "predict"
+        written = torch.load(folder / "predictions_test.pt", weights_only=True)
+        assert written["split"] == "test" and written["samples_evaluated"] == 50_000
+        assert written["mu"].shape == written["logvar"].shape == (10_000, 20)
+        assert written["reconstruction"].shape == (10_000, 784) and written["lower_bound"].shape == (10_000,)
+        assert torch.equal(written["index"], torch.arange(10_000))
+        assert torch.equal(written["labels"], MNIST(str(data_dir), train=False).targets)
+        model = VAE.load_from_checkpoint(checkpoint).eval()
+        x = MNIST(str(data_dir), train=False).data[:200].reshape(200, -1).float() / 255
+        with torch.no_grad():
+            mu, logvar = model.encode(x)
+            torch.testing.assert_close(written["mu"][:200], mu)
+            torch.testing.assert_close(written["logvar"][:200], logvar)
+            torch.testing.assert_close(written["reconstruction"][:200], model.decode_mean(mu))
+        final = read_scalars(mnist_run)["lower_bound/test"][-1][1]
+        assert written["lower_bound"].mean().item() == pytest.approx(final, abs=1e-3)  # test's noise, test's number
+        # The Projector tab's files, as its plugin reads them
+        config = text_format.Parse((folder / "projector_config.pbtxt").read_text(), ProjectorConfig())
+        embedding, = config.embeddings
+        assert embedding.tensor_name.startswith("latent_mu") and list(embedding.sprite.single_image_dim) == [28, 28]
+        rows = (folder / embedding.tensor_path).read_text().splitlines()
+        assert len(rows) == 10_000 and len(rows[0].split("\t")) == 20
+        labels = (folder / embedding.metadata_path).read_text().splitlines()
+        assert labels[:5] == [str(d) for d in written["labels"][:5].tolist()] and len(labels) == 10_000
+        assert (folder / embedding.sprite.image_path).stat().st_size > 0
+
+    def test_predict_of_a_model_without_an_encoder_is_one_line(self, tmp_path, data_dir, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(SystemExit):
+            cli(["predict", "--config", str(REPO / "configs" / "mnist.yaml"), f"--data.init_args.data_dir={data_dir}", "--model=MCEM"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "MCEM has no encoder: evaluate it with `test`" in lines[0], lines
 
 
 class TestResume:
