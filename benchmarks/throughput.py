@@ -27,6 +27,11 @@
    MNIST Nz = 20 run at once, one torch thread each, against one such run alone. Each run's rate
    is its samples over its training seconds (``progress.json``, start-up left out); the sweep's
    aggregate is their sum.
+8. The dashboard's cost (``--sections logging``): ``train.py fit --config configs/mnist.yaml``
+   (read as in 3) of this checkout against the same command in a git worktree of ``--without``
+   (default ``f90d8aa``, the commit before #14 added the bound's terms, active units, the KL
+   histogram, the Custom Scalars layout and the HPARAMS tab), alternated ``--repeats`` times so
+   that drift in the machine's load falls on both; medians.
 
 Peak memory is the subprocess's maximum resident set size.
 """
@@ -34,14 +39,17 @@ Peak memory is the subprocess's maximum resident set size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -133,10 +141,11 @@ def bare_trainer(data: pl.LightningDataModule, steps: int, warmup: int, model: p
     return steps * 100 / timer.seconds
 
 
-def train(config: str, steps: int, threads: int, data_dir: str, runs: str, *extra: str) -> float:
-    """Run ``train.py fit --config configs/<config>`` for ``steps`` steps; returns its wall time."""
+def train(config: str, steps: int, threads: int, data_dir: str, runs: str, *extra: str, repo: Path = REPO) -> float:
+    """Run ``train.py fit --config configs/<config>`` of the checkout ``repo`` (its own
+    ``lit_vae``: the script's folder comes first on the path) for ``steps`` steps; returns its wall time."""
     command = [
-        sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / config),
+        sys.executable, str(repo / "train.py"), "fit", "--config", str(repo / "configs" / config),
         f"--trainer.max_steps={steps}", f"--trainer.logger.init_args.save_dir={runs}",
         f"--data.init_args.data_dir={data_dir}", *extra,
     ]
@@ -147,10 +156,10 @@ def train(config: str, steps: int, threads: int, data_dir: str, runs: str, *extr
 
 
 def lightning_fit(epochs: int, threads: int, data_dir: str, *extra: str, config: str = "mnist.yaml",
-                  steps_per_epoch: int = 500) -> tuple[float, float]:
+                  steps_per_epoch: int = 500, repo: Path = REPO) -> tuple[float, float]:
     """(samples per second from the second epoch end to the last, peak RSS in MiB) of ``train.py fit``."""
     with tempfile.TemporaryDirectory() as runs:
-        train(config, epochs * steps_per_epoch, threads, data_dir, runs, *extra)
+        train(config, epochs * steps_per_epoch, threads, data_dir, runs, *extra, repo=repo)
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         epoch_ends = read_events(runs)["lower_bound/train"]
         first, last = epoch_ends[1], epoch_ends[-1]
@@ -180,7 +189,19 @@ def sweep_rates(workers: int, samples: int, data_dir: str) -> list[float]:
         return [read_progress(sweep.status(plan).folder)["samples_per_second"] for plan in plans]
 
 
-SECTIONS = ("fit", "baselines", "frey", "sweep")
+@contextlib.contextmanager
+def revision(rev: str) -> Iterator[Path]:
+    """A temporary git worktree of this checkout at ``rev``."""
+    with tempfile.TemporaryDirectory() as folder:
+        tree = Path(folder) / "tree"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(tree), rev], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=True)
+
+
+SECTIONS = ("fit", "baselines", "frey", "sweep", "logging")
 
 
 def main() -> None:
@@ -196,6 +217,8 @@ def main() -> None:
     parser.add_argument("--frey-epochs", type=int, default=400, help="epochs of 16 steps for Frey Face's fit")
     parser.add_argument("--sweep-workers", type=int, default=2, help="W, runs at once in the sweep")
     parser.add_argument("--sweep-samples", type=int, default=2_000_000, help="training samples of each sweep run")
+    parser.add_argument("--without", default="f90d8aa", help="the revision before the dashboard's logging (--sections logging)")
+    parser.add_argument("--repeats", type=int, default=3, help="fits of each revision, alternated (--sections logging)")
     args = parser.parse_args()
     sections = set(args.sections) - ({"baselines"} if args.no_baselines else set())
     if args.baselines_only:
@@ -221,6 +244,16 @@ def main() -> None:
         print(f"sweep, 1 run alone, 1 thread                     {alone:9.0f} samples/s", flush=True)
         print(f"sweep, {args.sweep_workers} runs at once, 1 thread each            {sum(rates):9.0f} samples/s  = "
               f"{sum(rates) / alone:.2f} x one run alone  (per run: {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
+    if "logging" in sections:
+        rates: dict[str, list[float]] = {"this checkout": [], args.without: []}
+        with revision(args.without) as before:
+            for _ in range(args.repeats):
+                rates["this checkout"].append(lightning_fit(args.epochs, args.threads, args.data_dir)[0])
+                rates[args.without].append(lightning_fit(args.epochs, args.threads, args.data_dir, repo=before)[0])
+        now, then = (statistics.median(r) for r in rates.values())
+        for name, rate in zip(rates, (now, then)):
+            print(f"train.py fit, {name + ':':<22} {rate:9.0f} samples/s  (median of {', '.join(f'{r:.0f}' for r in rates[name])})")
+        print(f"the dashboard's logging costs {100 * (1 - now / then):+.1f}% of fit throughput", flush=True)
     if "fit" not in sections:
         return
 
