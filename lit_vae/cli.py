@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.core import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -47,6 +47,7 @@ from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from lit_vae.callbacks.predictions import PredictionWriter
 from lit_vae.callbacks.progress import SamplesProgressBar
+from lit_vae.callbacks.summary import ParameterSummary
 from lit_vae.configs import config_file, config_names
 from lit_vae.generative import GenerativeModel
 from lit_vae.interfaces import NonFiniteError
@@ -311,15 +312,18 @@ class VAECLI(LightningCLI):
             self.parser.error(f"--ckpt_path: {error}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """LightningCLI's, with this CLI's progress bar and step checkpoints added unless the
-        Trainer's flags say otherwise: no bar with ``enable_progress_bar false`` or where the
-        user's callbacks bring one (``RichProgressBar``); no checkpoints with
+        """LightningCLI's, with this CLI's progress bar, model summary and step checkpoints added
+        unless the Trainer's flags say otherwise: no bar with ``enable_progress_bar false`` or
+        where the user's callbacks bring one (``RichProgressBar``); no summary with
+        ``enable_model_summary false`` or where the user's callbacks bring one; no checkpoints with
         ``enable_checkpointing false``, which is then said, since the run cannot be resumed."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config["trainer"]
         callbacks = list(trainer.get("callbacks") or [])
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(config["progress_bar"])
+        if trainer.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
+            callbacks.append(ParameterSummary())
         if trainer.get("enable_checkpointing") is not False:
             callbacks.append(config["checkpoint"])
         elif self.subcommand == "fit":
@@ -445,10 +449,11 @@ def shipped_config(name: str) -> str:
 
 
 class _NoTips(logging.Filter):
-    """Drops Lightning's advertising tips (the "litlogger" one on every run)."""
+    """Drops Lightning's advertising tips (the "litlogger" one on every run), and its note that
+    it leaves out its default model summary, which this CLI replaces by its own on purpose."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+        return not record.getMessage().startswith(("\N{ELECTRIC LIGHT BULB} Tip:", "Trainer already configured with model summary"))
 
 
 def silence_what_does_not_apply() -> None:

@@ -328,6 +328,14 @@ class TestCommandLine:
                       "LeafSpec", "`weights_only` was not set"):
             assert noise not in messages
 
+    def test_model_summary_without_a_column_of_zero_flops(self, tmp_path, data_dir, caplog):
+        with caplog.at_level("INFO"):
+            cli(["fit", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--data.init_args.data_dir={data_dir}",
+                 "--trainer.max_steps=1", "--model.init_args.hidden_dim=10", "--progress_bar.refresh_rate=0"])
+        assert re.search(r"0 \| encoder +\| GaussianMLPEncoder +\| 8\.3 K +\| train", caplog.text)  # 784 x 10 + 10 + 2 x 220
+        assert "trainable params" in caplog.text and "FLOPs" not in caplog.text
+        assert "model summary" not in caplog.text  # Lightning's note that it skips its own
+
     def test_help_describes_the_tool_and_its_models(self, capsys):
         for args in (["--help"], ["fit", "--help"]):
             with pytest.raises(SystemExit):
