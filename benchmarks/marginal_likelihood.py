@@ -47,13 +47,10 @@ def accuracy() -> None:
             for latent_dim in (2, 3, 4):
                 g = torch.Generator().manual_seed(7000 + latent_dim)
                 for _ in range(5):
-                    data_dim = int(torch.randint(latent_dim + 2, 13, (), generator=g))
-                    noise_std = 0.3 + 0.7 * torch.rand((), generator=g).item()
-                    seed = int(torch.randint(10_000, (), generator=g))
-                    model = LinearGaussian(latent_dim, data_dim=data_dim, noise_std=noise_std, seed=seed)
-                    x = model.sample(200, seed=seed + 1)
+                    model = LinearGaussian.random(latent_dim, g)
+                    x = model.sample(200, seed=model.seed + 1)
                     estimate = hmc_log_marginal(model.log_joint, x, latent_dim, settings=settings,
-                                                generator=torch.Generator().manual_seed(seed + 2))
+                                                generator=torch.Generator().manual_seed(model.seed + 2))
                     errors.append((estimate - model.exact_log_marginal(x)).mean().item())
             print(f"{num_samples:>3} samples, step jitter {step_jitter:.1f}: mean error {sum(errors) / len(errors):+.3f} nats, "
                   f"largest |error| {max(map(abs, errors)):.3f} over {len(errors)} models")

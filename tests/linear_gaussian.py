@@ -12,10 +12,19 @@ from torch.distributions import MultivariateNormal, Normal
 class LinearGaussian:
     def __init__(self, latent_dim: int, data_dim: int = 8, noise_std: float = 0.5, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self.latent_dim = latent_dim
         self.W = torch.randn(data_dim, latent_dim, generator=g, dtype=torch.float64)
         self.b = torch.randn(data_dim, generator=g, dtype=torch.float64)
         self.sigma = noise_std
+
+    @classmethod
+    def random(cls, latent_dim: int, generator: torch.Generator) -> "LinearGaussian":
+        """A model drawn at random: data size latent_dim + 2 to 12, noise standard deviation 0.3
+        to 1, weights from a drawn seed."""
+        data_dim = int(torch.randint(latent_dim + 2, 13, (), generator=generator))
+        noise_std = 0.3 + 0.7 * torch.rand((), generator=generator).item()
+        return cls(latent_dim, data_dim=data_dim, noise_std=noise_std, seed=int(torch.randint(10_000, (), generator=generator)))
 
     def sample(self, n: int, seed: int = 1) -> Tensor:
         g = torch.Generator().manual_seed(seed)

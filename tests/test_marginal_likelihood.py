@@ -96,15 +96,12 @@ class TestMarginalLikelihood:
         models drawn at random (data size, noise and weights), not the ones other tests use."""
         g = torch.Generator().manual_seed(100 + latent_dim)
         for _ in range(3):
-            data_dim = int(torch.randint(latent_dim + 2, 13, (), generator=g))
-            noise_std = 0.3 + 0.7 * torch.rand((), generator=g).item()
-            seed = int(torch.randint(10_000, (), generator=g))
-            model = LinearGaussian(latent_dim, data_dim=data_dim, noise_std=noise_std, seed=seed)
-            x = model.sample(100, seed=seed + 1)
+            model = LinearGaussian.random(latent_dim, g)
+            x = model.sample(100, seed=model.seed + 1)
             estimate = hmc_log_marginal(model.log_joint, x, latent_dim, settings=AppendixD(num_samples=200),
-                                        generator=torch.Generator().manual_seed(seed + 2))
+                                        generator=torch.Generator().manual_seed(model.seed + 2))
             error = (estimate - model.exact_log_marginal(x)).mean().item()
-            assert abs(error) < 0.05, (data_dim, noise_std, seed, error)
+            assert abs(error) < 0.05, (len(model.b), model.sigma, model.seed, error)
 
     def test_reports_every_hmc_iteration(self):
         model = LinearGaussian(2)
