@@ -23,8 +23,6 @@ class InMemoryDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} and {eval_batch_size}")
-        if predict_split not in ("train", "validation", "test"):
-            raise ValueError(f"predict_split must be train, validation or test, got {predict_split!r}")
         self.predict_split = predict_split
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size

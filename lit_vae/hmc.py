@@ -23,10 +23,13 @@ LogProb = Callable[[Tensor], Tensor]
 
 @dataclass
 class HMCResult:
-    """``samples``: ``[num_samples, *chains, D]``; ``accept_rate``: mean acceptance probability of
-    each chain over the sampling phase; ``step_size``: each chain's step size after burn-in."""
+    """``samples``: ``[num_samples, *chains, D]``; ``log_prob``: ``log_prob`` at each of them,
+    ``[num_samples, *chains]`` (computed by the chains, so no second pass is needed);
+    ``accept_rate``: mean acceptance probability of each chain over the sampling phase;
+    ``step_size``: each chain's step size after burn-in."""
 
     samples: Tensor
+    log_prob: Tensor
     accept_rate: Tensor
     step_size: Tensor
 
@@ -110,7 +113,7 @@ def hmc(
     adaptation = DualAveraging(step, target_accept) if burn_in > 0 else None
     z = init.detach()
     value, grad = value_and_grad(log_prob, z)
-    samples, accepted = [], torch.zeros(chains, dtype=init.dtype, device=init.device)
+    samples, log_probs, accepted = [], [], torch.zeros(chains, dtype=init.dtype, device=init.device)
     for iteration in range(burn_in + num_samples):
         r = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
         jittered = step
@@ -127,7 +130,8 @@ def hmc(
             step = adaptation.update(accept_prob) if iteration < burn_in - 1 else adaptation.final()
         else:
             samples.append(z)
+            log_probs.append(value)
             accepted += accept_prob
         if on_iteration is not None:
             on_iteration()
-    return HMCResult(torch.stack(samples), accepted / max(num_samples, 1), step)
+    return HMCResult(torch.stack(samples), torch.stack(log_probs), accepted / max(num_samples, 1), step)

@@ -76,7 +76,7 @@ def hmc_log_marginal(
     samples = result.samples.transpose(0, 1)  # [B, S, D]
     first, second = samples[:, : num_samples // 2], samples[:, num_samples // 2 :]
     log_q = torch.cat([fit_density(second)(first), fit_density(first)(second)], dim=1)  # [B, S]
-    log_p = log_joint(x, samples.transpose(0, 1)).detach().transpose(0, 1)  # [B, S]
+    log_p = result.log_prob.transpose(0, 1)  # [B, S]
     return -(torch.logsumexp(log_q - log_p, dim=1) - math.log(num_samples))
 
 
@@ -108,7 +108,7 @@ def fit_density(samples: Tensor) -> Callable[[Tensor], Tensor]:
     the best, per datapoint, is refitted on all of them (a KDE's h rescaled by Scott's rule).
     With fewer than 10 (D + 1) samples only the Gaussian is used: a bandwidth chosen on a
     handful of held-out samples overfits them, and the estimate of log p(x) reads high
-    (docs/results.md, "Marginal likelihood").
+    (docs/results.md, "Figure 3: marginal likelihood").
     """
     n, d = samples.shape[1], samples.shape[2]
     if n < 10 * (d + 1):
