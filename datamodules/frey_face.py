@@ -27,9 +27,13 @@ _HINT = f"Expected <data_dir>/FreyFace/{FILENAME}, the MATLAB file of {URL} (var
 class FreyFaceDataModule(InMemoryDataModule):
     """Frey Face, 28 rows x 20 columns flattened to 560 values, pixels / 256 (in [0, 1)).
 
-    The split is a fixed permutation: ``torch.randperm(1965)`` with a generator seeded by
-    ``split_seed`` (default 0); its first ``train_size`` (1,600) images train, the remaining
-    365 test, the sizes of Kingma's later code. There is no validation split.
+    The split is a fixed shuffle of the images in file order (the columns of ``ff``); its first
+    ``train_size`` (1,600) images train, the remaining 365 test. ``split="numpy_shuffle"`` (the
+    default) is the paper's: ``np.random.seed(split_seed); np.random.shuffle(images)`` with numpy's
+    legacy global generator, as Kingma's code of the time splits it (seed 0). On it, a decoder that
+    ignores z scores the flat wake-sleep curve of Figure 2. ``split="torch_randperm"`` is this
+    project's earlier split, ``torch.randperm(1965)`` seeded by ``split_seed``. There is no
+    validation split.
 
     Args:
         data_dir: folder holding ``FreyFace/frey_rawface.mat`` (default ``$LIT_VAE_DATA_DIR``,
@@ -39,7 +43,9 @@ class FreyFaceDataModule(InMemoryDataModule):
         batch_size: M, the training minibatch size (the paper: 100).
         eval_batch_size: minibatch size for evaluation.
         seed: seed of the data order; by default drawn from the global RNG (``seed_everything``).
-        split_seed: seed of the train/test permutation.
+        split: how the images are shuffled before the split: ``numpy_shuffle`` (the paper's)
+            or ``torch_randperm`` (this project's before 0.3).
+        split_seed: seed of the train/test shuffle.
         download: try to download a missing file.
         predict_split: the split ``predict`` serves.
     """
@@ -53,6 +59,7 @@ class FreyFaceDataModule(InMemoryDataModule):
         batch_size: int = 100,
         eval_batch_size: int = 1_000,
         seed: int | None = None,
+        split: Literal["numpy_shuffle", "torch_randperm"] = "numpy_shuffle",
         split_seed: int = 0,
         download: bool = True,
         predict_split: Literal["train", "test"] = "test",
@@ -62,6 +69,7 @@ class FreyFaceDataModule(InMemoryDataModule):
             raise ValueError(f"train_size must be between 1 and {NUM_IMAGES - 1}, got {train_size}")
         self.data_dir = default_data_dir(data_dir)
         self.train_size = train_size
+        self.split = split
         self.split_seed = split_seed
         self.download = download
 
@@ -83,8 +91,22 @@ class FreyFaceDataModule(InMemoryDataModule):
     def load_splits(self) -> dict[str, Tensor]:
         self.prepare_data()
         images = torch.from_numpy(read_pixels(self.path)).float().div_(256.0)
-        order = torch.randperm(NUM_IMAGES, generator=torch.Generator().manual_seed(self.split_seed))
+        order = split_order(self.split, self.split_seed)
         return {"train": images[order[: self.train_size]], "test": images[order[self.train_size :]]}
+
+
+def split_order(split: str, seed: int) -> Tensor:
+    """The permutation of the 1,965 images (file order) that ``split`` with ``seed`` gives."""
+    if split == "numpy_shuffle":
+        # np.random.seed(seed); np.random.shuffle(images) permutes the images as it permutes
+        # their indices: the legacy global generator's draws depend only on the length.
+        state = np.random.RandomState(seed)
+        indices = np.arange(NUM_IMAGES)
+        state.shuffle(indices)
+        return torch.from_numpy(indices)
+    if split == "torch_randperm":
+        return torch.randperm(NUM_IMAGES, generator=torch.Generator().manual_seed(seed))
+    raise ValueError(f"split must be numpy_shuffle or torch_randperm, got {split!r}")
 
 
 def read_pixels(path: Path) -> np.ndarray:

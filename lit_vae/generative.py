@@ -56,7 +56,13 @@ class GenerativeModel(pl.LightningModule):
         train_size: N, the training-set size. The N(0, I) prior on the parameters contributes
             -||theta||^2 / (2N) per datapoint, i.e. weight decay 1/N (linked from the data module).
         parameter_prior: whether to use that prior (Section 5: "weight decay").
+        prior_on: the parameters under that prior: ``all`` (weights and biases) or ``weights``
+            (the weight matrices only, as in the paper-era code).
         init_std: standard deviation of the N(0, init_std^2) initialisation of all parameters.
+        encoder_logvar_scale: s in log sigma^2 = s (W5 h + b5) of the recognition model (1: off;
+            the paper-era code is said to use 0.1; see :class:`~lit_vae.networks.GaussianMLPEncoder`).
+        decoder_logvar_bounded: whether the Gaussian decoder's log-variance is kept in
+            :data:`~lit_vae.networks.LOGVAR_RANGE` (false: unbounded, as the paper-era code).
     """
 
     #: Whether the method has a recognition model q(z|x) (and with it a lower bound).
@@ -73,19 +79,26 @@ class GenerativeModel(pl.LightningModule):
         adagrad_warmup_batches: int = 100,
         train_size: int = 50_000,
         parameter_prior: bool = True,
+        prior_on: Literal["all", "weights"] = "all",
         init_std: float = 0.01,
+        encoder_logvar_scale: float = 1.0,
+        decoder_logvar_bounded: bool = True,
     ) -> None:
         super().__init__()
         check_positive(input_dim=input_dim, latent_dim=latent_dim, hidden_dim=hidden_dim,
-                       learning_rate=learning_rate, train_size=train_size, init_std=init_std)
+                       learning_rate=learning_rate, train_size=train_size, init_std=init_std,
+                       encoder_logvar_scale=encoder_logvar_scale)
         if adagrad_warmup_batches < 0:
             raise ValueError(f"adagrad_warmup_batches must be >= 0, got {adagrad_warmup_batches}")
         if likelihood not in DECODERS:
             raise ValueError(f"likelihood must be one of {sorted(DECODERS)}, got {likelihood!r}")
+        if prior_on not in ("all", "weights"):
+            raise ValueError(f"prior_on must be 'all' or 'weights', got {prior_on!r}")
         self.save_hyperparameters()  # this class's arguments and those of every subclass's __init__
         if self.has_encoder:
-            self.encoder = GaussianMLPEncoder(input_dim, hidden_dim, latent_dim)
-        self.decoder = DECODERS[likelihood](latent_dim, hidden_dim, input_dim)
+            self.encoder = GaussianMLPEncoder(input_dim, hidden_dim, latent_dim, encoder_logvar_scale)
+        bounds = {} if likelihood != "gaussian" or decoder_logvar_bounded else {"logvar_range": None}
+        self.decoder = DECODERS[likelihood](latent_dim, hidden_dim, input_dim, **bounds)
         init_normal_(self, init_std)
         # Drawn from the global RNG, so that ``seed_everything`` fixes it; saved with the parameters.
         self.register_buffer("noise_seed", torch.randint(0, 2**62, ()))
@@ -186,9 +199,14 @@ class GenerativeModel(pl.LightningModule):
         """Adagrad (the paper's optimizer) with the N(0, I) parameter prior as weight decay 1/N,
         after ``adagrad_warmup_batches`` updates that only accumulate squared gradients."""
         hp = self.hparams
+        decay = 1.0 / hp.train_size if hp.parameter_prior else 0.0
+        if hp.get("prior_on", "all") == "weights":  # weight matrices decay, biases do not
+            groups: Any = [{"params": [p for p in self.parameters() if p.ndim > 1]},
+                           {"params": [p for p in self.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+        else:
+            groups = self.parameters()
         optimizer = torch.optim.Adagrad(
-            self.parameters(), lr=hp.learning_rate, eps=1e-8,
-            weight_decay=1.0 / hp.train_size if hp.parameter_prior else 0.0,
+            groups, lr=hp.learning_rate, eps=1e-8, weight_decay=decay,
             # One fused kernel instead of a Python loop over parameters: the same update up to
             # float rounding, several times faster on the CPU (docs/results.md, "Speed and memory").
             fused=self.device.type == "cpu",

@@ -17,17 +17,24 @@ from lit_vae.estimators import diagonal_normal_log_density
 
 class GaussianMLPEncoder(nn.Module):
     """q(z|x) = N(z; mu, diag(sigma^2)) with h = tanh(W3 x + b3), mu = W4 h + b4,
-    log sigma^2 = W5 h + b5 (Appendix C.2, the encoder role)."""
+    log sigma^2 = W5 h + b5 (Appendix C.2, the encoder role).
 
-    def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int) -> None:
+    ``logvar_scale`` s gives log sigma^2 = s (W5 h + b5): with Adagrad, whose steps do not
+    depend on a gradient's scale, s < 1 slows the log-variance's learning by s (a candidate of
+    the paper-era code's recognition model, off at s = 1).
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int, logvar_scale: float = 1.0) -> None:
         super().__init__()
         self.hidden = nn.Linear(input_dim, hidden_dim)
         self.mu = nn.Linear(hidden_dim, latent_dim)
         self.logvar = nn.Linear(hidden_dim, latent_dim)
+        self.logvar_scale = logvar_scale
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = torch.tanh(self.hidden(x))
-        return self.mu(h), self.logvar(h)
+        logvar = self.logvar(h)
+        return self.mu(h), logvar if self.logvar_scale == 1.0 else self.logvar_scale * logvar
 
 
 class BernoulliMLPDecoder(nn.Module):
@@ -86,10 +93,11 @@ class GaussianMLPDecoder(nn.Module):
     log sigma^2 = W5 h + b5 (Eq. 12; the mean is squashed to (0, 1), as for Frey Face).
 
     The log-variance W5 h + b5 passes through :func:`soft_clamp` into ``logvar_range``, by default
-    :data:`LOGVAR_RANGE`, for numerical safety. Data in [0, 1] around a mean in (0, 1) never has
-    a squared error above 1, so a variance above 1 never raises the likelihood; and a standard
-    deviation below one grey level (1/256) only fits the 8-bit quantisation of the data, on
-    which a continuous density grows without bound as sigma -> 0. Beyond these values the term
+    :data:`LOGVAR_RANGE`, for numerical safety (``None``: unbounded, as the paper-era code). Data
+    in [0, 1] around a mean in (0, 1) never has a squared error above 1, so a variance above 1
+    never raises the likelihood; and a standard deviation below one grey level (1/256) only fits
+    the 8-bit quantisation of the data, on which a continuous density grows without bound as
+    sigma -> 0. Beyond these values the term
     (x - mu)^2 / sigma^2 makes gradients so large that they swamp Adagrad's accumulated squares
     and a run crawls for millions of samples (docs/results.md measures it at step size 0.1).
     At initialisation (W5 h + b5 near 0) the clamp puts the log-variance at about -log 2
@@ -99,9 +107,9 @@ class GaussianMLPDecoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
-                 logvar_range: tuple[float, float] = LOGVAR_RANGE) -> None:
+                 logvar_range: tuple[float, float] | None = LOGVAR_RANGE) -> None:
         super().__init__()
-        if not logvar_range[0] < logvar_range[1]:
+        if logvar_range is not None and not logvar_range[0] < logvar_range[1]:
             raise ValueError(f"logvar_range must be (low, high) with low < high, got {logvar_range}")
         self.logvar_range = logvar_range
         self.hidden = nn.Linear(latent_dim, hidden_dim)
@@ -110,11 +118,15 @@ class GaussianMLPDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         h = torch.tanh(self.hidden(z))
-        return torch.sigmoid(self.mu(h)), soft_clamp(self.logvar(h), *self.logvar_range)
+        logvar = self.logvar(h)
+        return torch.sigmoid(self.mu(h)), logvar if self.logvar_range is None else soft_clamp(logvar, *self.logvar_range)
 
     def max_log_likelihood(self) -> float:
         """An upper bound on log p(x|z) for any z and x: each pixel's density is at most that of
-        x = mu at the smallest variance, -log(2 pi) / 2 - low / 2. So log p(x) is bounded too."""
+        x = mu at the smallest variance, -log(2 pi) / 2 - low / 2. So log p(x) is bounded too
+        (unbounded without a ``logvar_range``: then ``inf``)."""
+        if self.logvar_range is None:
+            return math.inf
         return self.mu.out_features * (-0.5 * math.log(2 * math.pi) - 0.5 * self.logvar_range[0])
 
     @staticmethod

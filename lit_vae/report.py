@@ -22,7 +22,7 @@ from lit_vae.figures import FIGURES, Run, paper_rows
 
 POINTS_PER_DECADE = 40
 #: The metadata lines of a curves CSV, in order.
-META = ("run", "figure", "panel", "dataset", "method", "latent_dim", "train_size", "planned", "samples_evaluated", "seconds",
+META = ("run", "seed", "figure", "panel", "dataset", "method", "latent_dim", "train_size", "planned", "samples_evaluated", "seconds",
         "samples_per_second")
 #: The sample counts of the table: the paper's readings and the decades.
 TABLE_SAMPLES = (10**6, 10**7, 2 * 10**7, 10**8)

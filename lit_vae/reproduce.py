@@ -49,7 +49,11 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--samples", type=count, metavar="N",
                       help="training samples per run (default: the manifest's, 10^7 for Figure 2 and 2 x 10^7 for Figure 3; "
                            "the paper goes to 10^8)")
-    what.add_argument("--seed", type=int, default=1, help="seed of every run (default: 1, as the shipped configs)")
+    what.add_argument("--seed", type=int, default=sweep.DEFAULT_SEED,
+                      help=f"seed of every run, the first of --seeds (default: {sweep.DEFAULT_SEED}, as the shipped configs)")
+    what.add_argument("--seeds", type=count, default=1, metavar="K",
+                      help="run each selected run with K seeds, --seed to --seed + K - 1, each its own run "
+                           "<name>_seed<n> (the default seed keeps <name>); the report gives their mean, range and verdict")
     what.add_argument("--out", type=Path, default=Path("runs/paper"), help="the sweep's folder (default: runs/paper)")
     what.add_argument("--manifest", type=Path, default=sweep.MANIFEST, help="the runs (default: the paper's, shipped)")
     how = p.add_argument_group("how")
@@ -85,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error(str(error))
     out = args.out.resolve()
     threads = args.cpus_per_job if args.launcher == "slurm" else args.threads or max(1, cores() // args.workers)
-    plans = [sweep.Plan(spec, args.samples or spec.samples, out, args.seed, threads) for spec in specs]
+    seeds = range(args.seed, args.seed + args.seeds)
+    plans = [sweep.Plan(spec, args.samples or spec.samples, out, seed, threads) for spec in specs for seed in seeds]
     if args.status:
         print(status_table(plans))
     elif args.report:
@@ -124,7 +129,7 @@ def run(plans: Sequence[sweep.Plan], workers: int) -> int:
         with (plans[0].out / SITTINGS).open("a") as log:
             log.write(f"{wall} to {time.strftime('%H:%M:%S')} ({_duration(time.monotonic() - started)}): {len(plans)} run(s), "
                       f"{done} done, {workers} worker(s) x {plans[0].threads} thread(s)\n")
-    failed = [s.plan.spec.name for s in statuses if s.state != "done"]
+    failed = [s.plan.name for s in statuses if s.state != "done"]
     print(f"sweep: {len(statuses) - len(failed)} of {len(statuses)} run(s) done in {_duration(time.monotonic() - started)}"
           + (f"; not done: {', '.join(failed)} (see above; the same command retries them)" if failed else ""), file=sys.stderr)
     write_report(plans, [], plans[0].out)
@@ -142,7 +147,7 @@ class SweepDisplay:
     def __init__(self, plans: Sequence[sweep.Plan], every_seconds: float = 60.0) -> None:
         self.plans = plans
         self.planned = sum(plan.samples for plan in plans)
-        self.samples = {plan.spec.name: min(plan.samples, sweep.status(plan).samples) for plan in plans}
+        self.samples = {plan.name: min(plan.samples, sweep.status(plan).samples) for plan in plans}
         self.start_samples, self.started = self.done_samples, time.monotonic()
         self.every_seconds, self.printed = every_seconds, self.started
         self.bar = None
@@ -158,18 +163,18 @@ class SweepDisplay:
         return sum(self.samples.values())
 
     def runs_text(self) -> str:
-        done = sum(self.samples[plan.spec.name] >= plan.samples for plan in self.plans)
+        done = sum(self.samples[plan.name] >= plan.samples for plan in self.plans)
         return f"{done}/{len(self.plans)} runs"
 
     def update(self) -> None:
         before = self.done_samples
         for plan in self.plans:
-            if self.samples[plan.spec.name] >= plan.samples:  # finished: nothing more to read
+            if self.samples[plan.name] >= plan.samples:  # finished: nothing more to read
                 continue
             folder = newest_fit(plan.root)
             progress = read_progress(folder) if folder is not None else None
             if progress is not None:
-                self.samples[plan.spec.name] = min(plan.samples, max(self.samples[plan.spec.name], progress["samples_evaluated"]))
+                self.samples[plan.name] = min(plan.samples, max(self.samples[plan.name], progress["samples_evaluated"]))
         if self.bar is not None:
             self.bar.set_description(self.runs_text(), refresh=False)
             self.bar.update(self.done_samples - before)
@@ -195,7 +200,7 @@ def status_table(plans: Sequence[sweep.Plan]) -> str:
     for plan in plans:
         s = sweep.status(plan)
         last = _last_test(s.folder, plan.spec.figure)
-        rows.append((plan.spec.name, s.state, f"{s.samples:,}", f"{plan.samples:,}", "" if last is None else f"{last:.2f}",
+        rows.append((plan.name, s.state, f"{s.samples:,}", f"{plan.samples:,}", "" if last is None else f"{last:.2f}",
                      f"{s.progress['samples_per_second']:,.0f}" if s.progress else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
@@ -219,17 +224,17 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
     missing = []
     for plan in plans:
         folder = newest_fit(plan.root)
-        csv_name = f"{plan.spec.name}.csv"
+        csv_name = f"{plan.name}.csv"
         if folder is not None and any(folder.glob("events.out.tfevents.*")):
             progress = read_progress(folder) or {}
-            meta = {"run": plan.spec.name, "figure": plan.spec.figure, "panel": plan.spec.panel, "planned": plan.samples,
+            meta = {"run": plan.spec.name, "seed": plan.seed, "figure": plan.spec.figure, "panel": plan.spec.panel, "planned": plan.samples,
                     **{key: progress.get(key) for key in ("samples_evaluated", "seconds", "samples_per_second")}}
             path = export_curves(load_run(folder), meta, to / "curves" / csv_name)
             collected.append(read_curves(path))
         elif found := [folder / csv_name for folder in curves if (folder / csv_name).is_file()]:
             collected.append(read_curves(found[0]))
         else:
-            missing.append(plan.spec.name)
+            missing.append(plan.name)
     lines = ["# The paper reproduced: measured against the paper's readings", ""]
     for figure in sorted({plan.spec.figure for plan in plans}):
         runs = [run for run, meta in collected

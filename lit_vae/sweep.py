@@ -35,6 +35,8 @@ LOG = "train.log"
 FAILED = "failed.txt"  # the exit status and time of a run's last attempt, when it failed
 #: Checkpoints at the CLI's interval or ten per run, whichever is more often.
 CHECKPOINTS_PER_RUN = 10
+#: The seed of the shipped configs: its runs keep the manifest's names, other seeds add ``_seed<n>``.
+DEFAULT_SEED = 1
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,14 @@ class Plan:
     threads: int
 
     @property
+    def name(self) -> str:
+        """The run's name: the manifest's, with ``_seed<n>`` for a seed other than :data:`DEFAULT_SEED`."""
+        return self.spec.name if self.seed == DEFAULT_SEED else f"{self.spec.name}_seed{self.seed}"
+
+    @property
     def root(self) -> Path:
         """``<out>/<name>``: the run's version folders and its ``train.log``."""
-        return self.out / self.spec.name
+        return self.out / self.name
 
     def command(self) -> list[str]:
         """The ``fit`` command of the run's next attempt: fresh, or continued from its checkpoint."""
@@ -128,7 +135,7 @@ class Plan:
             f"--seed_everything={self.seed}",
             f"--trainer.max_steps={max_steps}",
             f"--trainer.logger.init_args.save_dir={self.out}",
-            f"--trainer.logger.init_args.name={self.spec.name}",
+            f"--trainer.logger.init_args.name={self.name}",
             f"--checkpoint.every_n_train_steps={max(1, min(EVERY_N_TRAIN_STEPS, max_steps // CHECKPOINTS_PER_RUN))}",
             "--trainer.callbacks+=lit_vae.callbacks.ProgressFile",
             "--progress_bar.refresh_rate=0",  # no bar in the log: the sweep shows one for all runs
@@ -244,7 +251,7 @@ def run_local(plans: Sequence[Plan], workers: int, on_change: Callable[[], None]
                 del running[process]
                 ended = finish(plan, process.returncode)
                 if ended.state != "done":
-                    print(f"\n{plan.spec.name}: the run ended {ended.state} (exit status {process.returncode}) at "
+                    print(f"\n{plan.name}: the run ended {ended.state} (exit status {process.returncode}) at "
                           f"{ended.samples:,} of {plan.samples:,} samples; last lines of {plan.root / LOG}:\n"
                           f"{log_tail(plan)}\n", file=report or sys.stderr, flush=True)
             on_change()
@@ -268,7 +275,7 @@ def train(plan: Plan) -> Status:
             process.wait()
     ended = finish(plan, returncode)
     if ended.state != "done":
-        raise RuntimeError(f"{plan.spec.name} ended {ended.state} (exit status {returncode}) at {ended.samples:,} of "
+        raise RuntimeError(f"{plan.name} ended {ended.state} (exit status {returncode}) at {ended.samples:,} of "
                            f"{plan.samples:,} samples; last lines of {plan.root / LOG}:\n{log_tail(plan)}")
     return ended
 

@@ -177,6 +177,16 @@ class TestFreyFace:
         other.setup()
         assert not torch.equal(other.splits["train"], train)
 
+    def test_paper_split_is_numpys_seeded_shuffle_of_the_file_order(self, data_dir):
+        pixels = frey_face.read_pixels(data_dir / "FreyFace" / "frey_rawface.mat")
+        images = pixels.copy()
+        np.random.seed(0)  # the paper-era code's global generator
+        np.random.shuffle(images)
+        dm = FreyFaceDataModule(data_dir=str(data_dir), download=False)
+        dm.setup()
+        assert np.array_equal((dm.splits["train"] * 256).round().numpy().astype(np.uint8), images[:1600])
+        assert np.array_equal((dm.splits["test"] * 256).round().numpy().astype(np.uint8), images[1600:])
+
     def test_missing_file_clear_error_and_nothing_written(self, tmp_path):
         with pytest.raises(DataNotFoundError, match="frey_rawface.mat") as error:
             FreyFaceDataModule(data_dir=str(tmp_path), download=False).setup()

@@ -29,8 +29,8 @@ class TestGenerativeModel:
 
     def test_every_hyperparameter_is_saved_through_the_subclasses(self):
         assert set(VAE().hparams) == {"input_dim", "latent_dim", "hidden_dim", "likelihood", "learning_rate",
-                                      "adagrad_warmup_batches", "train_size", "parameter_prior", "init_std",
-                                      "estimator", "num_samples"}
+                                      "adagrad_warmup_batches", "train_size", "parameter_prior", "prior_on", "init_std",
+                                      "encoder_logvar_scale", "decoder_logvar_bounded", "estimator", "num_samples"}
         assert WakeSleep(latent_dim=5).hparams.latent_dim == 5
         mcem = MCEM(hidden_dim=7, input_dim=10)
         assert (mcem.hparams.latent_dim, mcem.hparams.hidden_dim, mcem.hparams.input_dim, mcem.hparams.num_leapfrog) == (3, 7, 10, 10)

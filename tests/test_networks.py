@@ -72,6 +72,16 @@ class TestGaussianDecoder:
         low, high = LOGVAR_RANGE
         assert math.exp(low / 2) == pytest.approx(1 / 256) and high == 0.0
 
+    def test_unbounded_log_variance_is_the_linear_output(self):
+        torch.manual_seed(0)
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6, logvar_range=None)
+        z = torch.randn(5, 2)
+        with torch.no_grad():
+            decoder.logvar.bias.fill_(-40.0)
+        _, logvar = decoder(z)
+        torch.testing.assert_close(logvar, torch.tanh(z @ decoder.hidden.weight.T + decoder.hidden.bias) @ decoder.logvar.weight.T - 40.0)
+        assert decoder.max_log_likelihood() == math.inf
+
     def test_empty_range_is_refused(self):
         with pytest.raises(ValueError, match="logvar_range"):
             GaussianMLPDecoder(2, 8, 6, logvar_range=(0.0, -1.0))
@@ -110,6 +120,15 @@ class TestEncoder:
         mu, logvar = GaussianMLPEncoder(784, 500, 20)(torch.rand(7, 784))
         assert mu.shape == logvar.shape == (7, 20)
 
+    def test_logvar_scale_multiplies_the_log_variance_only(self):
+        torch.manual_seed(0)
+        plain, scaled = GaussianMLPEncoder(12, 8, 3), GaussianMLPEncoder(12, 8, 3, logvar_scale=0.1)
+        scaled.load_state_dict(plain.state_dict())
+        x = torch.rand(4, 12)
+        (mu, logvar), (mu_scaled, logvar_scaled) = plain(x), scaled(x)
+        torch.testing.assert_close(mu_scaled, mu)
+        torch.testing.assert_close(logvar_scaled, 0.1 * logvar)
+
 
 class TestVAE:
     def test_initialisation_is_normal_with_std_0_01(self):
@@ -117,6 +136,23 @@ class TestVAE:
         params = torch.cat([p.detach().flatten() for p in VAE().parameters()])
         assert abs(params.std().item() - 0.01) < 2e-4
         assert abs(params.mean().item()) < 1e-4
+
+    @pytest.mark.parametrize(("prior_on", "biases_decay"), [("all", True), ("weights", False)])
+    def test_the_parameter_prior_decays_what_prior_on_names(self, prior_on, biases_decay):
+        """With a zero loss gradient, Adagrad's first step moves each decayed parameter by
+        -lr g / (|g| + eps), g = p / N, and leaves the others where they are."""
+        torch.manual_seed(0)
+        model = VAE(input_dim=12, hidden_dim=8, latent_dim=3, adagrad_warmup_batches=0, train_size=10, prior_on=prior_on)
+        optimizer = model.configure_optimizers()["optimizer"]
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        for name, p in model.named_parameters():
+            decays = p.ndim > 1 or biases_decay
+            g = before[name] / 10
+            expected = before[name] - 0.02 * g / (g.abs() + 1e-8) if decays else before[name]
+            torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=0, msg=name)
 
     def test_log_joint_is_likelihood_plus_prior(self):
         model = VAE(input_dim=12, hidden_dim=8, latent_dim=3, likelihood="gaussian")
