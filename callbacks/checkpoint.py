@@ -31,6 +31,12 @@ from lit_vae.interfaces import NonFiniteError, non_finite_message
 
 #: Hyperparameters that fix the shapes of the networks.
 ARCHITECTURE = ("input_dim", "latent_dim", "hidden_dim", "likelihood")
+#: The classes a checkpoint may name (``hyper_parameters["_class_path"]``, which LightningCLI
+#: hands to jsonargparse to import): this project's models, by every path they are known by.
+TRUSTED_CLASSES = frozenset({"lit_vae.VAE", "lit_vae.model.VAE", "lit_vae.baselines.WakeSleep",
+                             "lit_vae.baselines.wake_sleep.WakeSleep", "lit_vae.baselines.MCEM", "lit_vae.baselines.mcem.MCEM"})
+#: The one instantiator a checkpoint may name: the one LightningCLI itself saves.
+TRUSTED_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -53,11 +59,33 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} cannot be read as a checkpoint (truncated or damaged?): {error}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint: it has no state_dict")
+    refuse_foreign_code(checkpoint.get("hyper_parameters"), path)
     broken = non_finite_entries(checkpoint)
     if broken:
         raise ValueError(f"{path} holds non-finite values ({', '.join(broken[:3])}); it was not loaded. Resume from "
                          "an older checkpoint (--ckpt_path PATH) or start a fresh run.")
     return checkpoint
+
+
+def refuse_foreign_code(hyper_parameters: Any, path: str | Path) -> None:
+    """``ValueError`` naming the file and the value if a checkpoint's hyperparameters name any
+    class or instantiator but this project's (:data:`TRUSTED_CLASSES`,
+    :data:`TRUSTED_INSTANTIATOR`), at any depth: judged on the strings alone, before anything
+    could import the module they name."""
+    if not isinstance(hyper_parameters, Mapping):
+        return
+    for key, value in hyper_parameters.items():
+        if key in ("_class_path", "class_path") and value not in TRUSTED_CLASSES:
+            raise ValueError(f"{path} names the class {value!r}, which is not one of this project's models "
+                             f"({', '.join(sorted(TRUSTED_CLASSES))}); it was not loaded and nothing it names was imported.")
+        if key == "_instantiator" and value != TRUSTED_INSTANTIATOR:
+            raise ValueError(f"{path} names the instantiator {value!r}, not LightningCLI's ({TRUSTED_INSTANTIATOR}); "
+                             "it was not loaded and nothing it names was imported.")
+        if isinstance(value, Mapping):
+            refuse_foreign_code(value, path)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                refuse_foreign_code(item, path)
 
 
 def stored_step(path: str | Path) -> float:

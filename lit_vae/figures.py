@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from lit_vae.events import read_scalars
@@ -128,13 +129,13 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
     except ImportError:
         raise SystemExit('the figure tool needs matplotlib: pip install -e ".[figures]"') from None
     prefix, ylabel = FIGURES[figure]
-    curves = {}
+    curves: dict[tuple[tuple[str, str], str, str], list[list[tuple[int, float]]]] = defaultdict(list)
     for run in runs:
         panel = panel_of(figure, run.dataset, run.latent_dim, run.train_size)
         for split in LINESTYLES:
             logged = run.scalars.get(f"{prefix}/{split}", [])
             if points := [(step, value) for step, value in logged if step >= start] or logged:
-                curves[panel, run.method, split, run.path] = points
+                curves[panel, run.method, split].append(points)
     if not curves:
         raise SystemExit(f"none of the runs logged {prefix}/train or {prefix}/test, which Figure {figure} plots: "
                          + ", ".join(str(run.path) for run in runs))
@@ -151,9 +152,12 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
                 where[in_row[c]] = axes[r][c]
             else:
                 axes[r][c].set_visible(False)
-    for (panel, method, split, _), points in sorted(curves.items(), key=lambda item: _curve_order(*item[0][1:3])):
-        steps, values = zip(*points)
-        where[panel].plot(steps, values, LINESTYLES[split], color=COLOURS.get(method), label=f"{method} ({split})")
+    for (panel, method, split), seeds in sorted(curves.items(), key=lambda item: _curve_order(*item[0][1:3])):
+        steps, mean, low, high = band(seeds)
+        where[panel].plot(steps, mean, LINESTYLES[split], color=COLOURS.get(method), label=f"{method} ({split})")
+        if len(seeds) > 1:
+            where[panel].fill_between(steps, low, high, color=COLOURS.get(method), alpha=0.2, linewidth=0,
+                                      label=f"{method}, range of {len(seeds)} seeds")
     if paper:
         for (panel, method, split), points in sorted(paper_curves(figure).items(), key=lambda item: _curve_order(*item[0][1:])):
             if panel in where:
@@ -162,8 +166,8 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
                                   markersize=4, linewidth=0.8, alpha=0.5, label=f"paper {method} ({split})")
     legend = {}  # one entry per label: several runs and panels share them
     last = defaultdict(int)
-    for (panel, *_), points in curves.items():
-        last[panel] = max(last[panel], points[-1][0])
+    for (panel, *_), seeds in curves.items():
+        last[panel] = max(last[panel], *(points[-1][0] for points in seeds))
     for panel, ax in where.items():
         ax.set_xscale("log")
         ax.set_title(panel_title(panel[1], last[panel]), fontsize=10)
@@ -178,6 +182,19 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def band(seeds: Sequence[Sequence[tuple[int, float]]]) -> tuple[np.ndarray, ...]:
+    """The seeds' curves of one method and split on the union of their steps: (steps, mean, min,
+    max), each curve interpolated (log x) only inside its own range, so where one seed's run
+    is shorter the others alone make the line and its band."""
+    steps = np.array(sorted({step for points in seeds for step, _ in points}), dtype=np.float64)
+    stacked = np.full((len(seeds), len(steps)), np.nan)
+    for row, points in zip(stacked, seeds):
+        x, y = np.array(points, dtype=np.float64).T
+        inside = (steps >= x[0]) & (steps <= x[-1])
+        row[inside] = np.interp(np.log10(np.maximum(steps[inside], 1)), np.log10(np.maximum(x, 1)), y)
+    return steps, np.nanmean(stacked, 0), np.nanmin(stacked, 0), np.nanmax(stacked, 0)
 
 
 def _panel_order(panel: tuple[str, str]) -> tuple[int, str, list[int]]:

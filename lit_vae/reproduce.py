@@ -227,7 +227,7 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
         csv_name = f"{plan.name}.csv"
         if folder is not None and any(folder.glob("events.out.tfevents.*")):
             progress = read_progress(folder) or {}
-            meta = {"run": plan.spec.name, "seed": plan.seed, "figure": plan.spec.figure, "panel": plan.spec.panel, "planned": plan.samples,
+            meta = {"run": plan.name, "seed": plan.seed, "figure": plan.spec.figure, "panel": plan.spec.panel, "planned": plan.samples,
                     **{key: progress.get(key) for key in ("samples_evaluated", "seconds", "samples_per_second")}}
             path = export_curves(load_run(folder), meta, to / "curves" / csv_name)
             collected.append(read_curves(path))

@@ -64,3 +64,46 @@ def test_read_checkpoint_says_why(crafted):
         read_checkpoint(path)
     assert not marker.exists()
 
+
+
+@pytest.fixture
+def naming(tmp_path, monkeypatch):
+    """A module ``payload`` on the import path that creates ``marker`` when imported, and a
+    function making a checkpoint (weights_only-loadable) whose hyperparameters are edited."""
+    marker = tmp_path / "the-module-was-imported"
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "payload.py").write_text(f"open({str(marker)!r}, 'w').close()\nVAE = make = object\n")
+    monkeypatch.syspath_prepend(str(modules))
+
+    def make(**edits):
+        model = VAE()
+        hyper_parameters = {"_class_path": "lit_vae.VAE", **dict(model.hparams),
+                            "_instantiator": "lightning.pytorch.cli.instantiate_module", **edits}
+        path = tmp_path / "crafted.ckpt"
+        torch.save({"state_dict": model.state_dict(), "hyper_parameters": hyper_parameters}, path)
+        return path
+
+    return make, marker
+
+
+@pytest.mark.parametrize("edits", [{"_class_path": "payload.VAE"}, {"_instantiator": "payload.make"},
+                                   {"extra": {"class_path": "payload.VAE"}}], ids=["class_path", "instantiator", "nested"])
+def test_a_checkpoint_naming_a_module_is_refused_before_it_is_imported(naming, tmp_path, capsys, edits):
+    make, marker = naming
+    path = make(**edits)
+    with pytest.raises(ValueError, match="it was not loaded and nothing it names was imported"):
+        read_checkpoint(path)
+    for subcommand in ("test", "fit", "validate", "predict"):
+        with pytest.raises(SystemExit):
+            cli(command(subcommand, tmp_path, f"--ckpt_path={path}"))
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert str(path) in message and "payload." in message and "was not loaded" in message
+    assert not marker.exists()
+
+
+def test_this_projects_own_classes_are_read(naming):
+    make, marker = naming
+    for class_path in ("lit_vae.VAE", "lit_vae.baselines.WakeSleep", "lit_vae.model.VAE"):
+        assert read_checkpoint(make(_class_path=class_path))["hyper_parameters"]["_class_path"] == class_path
+    assert not marker.exists()

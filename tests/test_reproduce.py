@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from lit_vae import sweep
-from lit_vae.figures import Run
-from lit_vae.report import export_curves, read_curves, table, thin, value_at
+from lit_vae.figures import Run, band
+from lit_vae.report import export_curves, read_curves, table, thin, trailing_mean, value_at, verdict
 from lit_vae.reproduce import main as reproduce
 from lit_vae.reproduce import status_table, write_report
 
@@ -72,14 +72,43 @@ class TestReport:
         assert set(kept) <= set(points)
 
     def test_table_against_the_paper(self, tmp_path):
-        run = Run(tmp_path, "MNIST", "AEVB", 20, 50_000, {"lower_bound/test": [(10**6, -120.0), (10**7, -100.0)],
-                                                          "lower_bound/train": [(999_000, -121.0)]})
-        text = table([(run, {"figure": 2, "panel": "mnist_nz20"})])
-        # The paper's readings (shared/paper/figure2.csv): test -104.7 at 10^7, train -125.9 and -104.2.
-        assert "| 2 | mnist_nz20 | AEVB | test | 1e+07 | -100.0 | -104.7 | +4.7 |" in text
-        assert "| 2 | mnist_nz20 | AEVB | train | 1e+06 | -121.0 | -125.9 | +4.9 |" in text  # 999,000: within 2% of 10^6
-        assert "| 2 | mnist_nz20 | AEVB | train | 1e+07 |  | -104.2 |  |" in text  # not reached: the paper's alone
+        seeds = [Run(tmp_path, "MNIST", "AEVB", 20, 50_000, {"lower_bound/test": [(10**6, test), (10**7, -100.0)],
+                                                             "lower_bound/train": [(999_000, -121.0)]})
+                 for test in (-120.0, -126.0)]
+        text = table([(run, {"figure": 2, "panel": "mnist_nz20"}) for run in seeds])
+        # The paper's readings (shared/paper/figure2.csv): test -123.9 at 10^6, -104.7 at 10^7; train -125.9, -104.2.
+        assert "| 2 | mnist_nz20 | AEVB | test | 1e+06 | 2 | -123.0 [-126.0, -120.0] |  | -123.9 | within the spread of our seeds |" in text
+        assert ("| 2 | mnist_nz20 | AEVB | test | 1e+07 | 2 | -100.0 [-100.0, -100.0] |  | -104.7 | "
+                "outside: paper below our range by 4.7 nats (our seeds agree exactly) |") in text
+        # 999,000 is within 2% of 10^6, but one train point cannot cover the paper's 230,000-sample window.
+        assert "| 2 | mnist_nz20 | AEVB | train | 1e+06 | 2 | -121.0 [-121.0, -121.0] |  | -125.9 |  |" in text
+        assert "| 2 | mnist_nz20 | AEVB | train | 1e+07 | 0 |  |  | -104.2 |  |" in text  # not reached: the paper's alone
         assert value_at([(10**6, 1.0)], 2 * 10**6) is None
+
+    def test_the_trailing_mean_of_a_line_is_its_value_at_the_windows_centre(self):
+        """Per-epoch means of the line b(s) = -150 + 3e-5 s (each the mean over its epoch, so the
+        line's value at the epoch's centre): the mean over (T - w, T] is b(T - w / 2)."""
+        epoch = 50_000
+        points = [(k * epoch, -150 + 3e-5 * (k * epoch - epoch / 2)) for k in range(1, 41)]
+        assert trailing_mean(points, 10**6, 230_000, epoch) == pytest.approx(-150 + 3e-5 * (10**6 - 115_000))
+        # Thinned to every fourth epoch, still exact for a line.
+        assert trailing_mean(points[::4], 10**6 - 50_000, 230_000, epoch) == pytest.approx(-150 + 3e-5 * (950_000 - 115_000))
+        assert trailing_mean(points, 100_000, 230_000, epoch) is None  # the window starts before the curve
+        assert trailing_mean(points[:10], 10**6, 230_000, epoch) is None  # the curve ends at 500,000
+
+    def test_verdict_in_nats_and_multiples_of_the_spread(self):
+        assert verdict([-120.0, -126.0, -123.0], -123.9) == "within the spread of our seeds"
+        assert verdict([-120.0, -122.0], -126.0) == "outside: paper below our range by 4.0 nats (2.0x our spread)"
+        assert verdict([700.0, 710.0], 760.0) == "outside: paper above our range by 50.0 nats (5.0x our spread)"
+        assert verdict([-120.0], -126.0) == "one seed, no spread: +6.0 nats"
+        assert verdict([], -126.0) == verdict([-120.0], None) == ""
+
+    def test_band_over_seeds_of_different_lengths(self):
+        steps, mean, low, high = band([[(10, 1.0), (100, 3.0), (1000, 5.0)], [(10, 3.0), (100, 5.0)]])
+        assert steps.tolist() == [10, 100, 1000]
+        assert mean.tolist() == [2.0, 4.0, 5.0] and low.tolist() == [1.0, 3.0, 5.0] and high.tolist() == [3.0, 5.0, 5.0]
+        steps, mean, _, _ = band([[(10, 1.0), (1000, 3.0)], [(100, 7.0)]])  # log-x interpolation: 2.0 at 100
+        assert mean.tolist() == [1.0, 4.5, 3.0]
 
     def test_curves_csv_round_trip(self, tmp_path):
         run = Run(tmp_path, "Frey Face", "wake-sleep", 5, 1600, {"lower_bound/train": [(1600, 1.5), (3200, 2.25)],
@@ -176,6 +205,24 @@ class TestSweep:
                    "--report-to", str(tmp_path / "again")])
         assert (tmp_path / "again" / "report.md").read_text() == report
         assert (tmp_path / "again" / "figure2.png").stat().st_size > 10_000
+
+    def test_seeds_give_each_run_its_folders_and_the_report_its_bands(self, tmp_path, data_dir, monkeypatch):
+        """``reproduce --seeds 2 --figure 2 --samples 20000`` (one panel of it): two runs per
+        entry, seed 1 under the manifest's name and seed 2 as ``<name>_seed2``; the report's table
+        gives the mean and range of the two seeds at the budget, and its curves CSVs one per seed."""
+        monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
+        out = tmp_path / "out"
+        with pytest.raises(SystemExit, match="0"):
+            reproduce(["--seeds", "2", "--figure", "2", "--samples", "20000", "--panel", "frey_face_nz2", "--out", str(out)])
+        names = ["figure2_frey_face_nz2", "figure2_frey_face_nz2_wake_sleep"]
+        assert {p.name for p in (out / "curves").iterdir()} == {f"{n}{s}.csv" for n in names for s in ("", "_seed2")}
+        seeds = {read_curves(out / "curves" / f"{n}{s}.csv")[1]["seed"] for n in names for s in ("", "_seed2")}
+        assert seeds == {"1", "2"}
+        values = {seed: value_at(read_curves(out / "curves" / f"figure2_frey_face_nz2{suffix}.csv")[0].scalars["lower_bound/test"], 20_000)
+                  for seed, suffix in (("1", ""), ("2", "_seed2"))}
+        assert values["1"] != values["2"]  # two seeds, two runs
+        band_text = f"{sum(values.values()) / 2:.1f} [{min(values.values()):.1f}, {max(values.values()):.1f}]"
+        assert f"| 2 | frey_face_nz2 | AEVB | test | 2e+04 | 2 | {band_text} |" in (out / "report.md").read_text()
 
     def test_a_failed_run_is_reported_and_the_others_go_on(self, tmp_path, data_dir, monkeypatch, capsys):
         monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
