@@ -2,6 +2,7 @@
 
     python benchmarks/frey_face_axis.py docs/reproduction/curves/figure2_frey_face_nz10.csv \\
         --out docs/reproduction/frey_face_axis.png
+    python benchmarks/frey_face_axis.py docs/reproduction/speed/*.csv    # the speed study's table
 
 Our Frey Face bound rises faster than the paper's from the first 10^5 samples. For each of the
 paper's readings of the panel (``paper_values.csv``: train and test at 10^6 and 10^7) this finds
@@ -9,7 +10,9 @@ the sample count s' at which our curve first reaches the paper's value (log-line
 logged points); s / s' is how many times faster our run got there. One factor for both readings
 would fit a run that differs from the paper's only in how samples are counted, or in a constant
 scale of the step size early on; factors that differ rule that out. The figure draws our curves
-with the x axis divided by the geometric mean of the factors, beside the paper's readings.
+with the x axis divided by the geometric mean of the factors, beside the paper's readings. With
+several CSVs (one per setting of the speed study), a Markdown table of the test factors closes
+the output: a setting that explains the gap has factors near 1.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import itertools
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,13 +43,26 @@ def first_reach(points: list[tuple[int, float]], value: float) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("curves", type=Path, help="a Frey Face run's curves CSV (lit-vae reproduce --report)")
-    parser.add_argument("--out", type=Path, help="draw the rescaled curves into this image file")
+    parser.add_argument("curves", type=Path, nargs="+", help="Frey Face runs' curves CSVs (lit-vae reproduce --report)")
+    parser.add_argument("--out", type=Path, help="draw the first run's rescaled curves into this image file")
     args = parser.parse_args()
-    run, meta = read_curves(args.curves)
-    paper = {(row["split"], int(row["samples"])): float(row["value"]) for row in paper_rows()
-             if row["figure"] == "2" and row["dataset"] == run.dataset and int(row["latent_dim"]) == run.latent_dim
-             and row["method"] == run.method}
+    rows = ["| run | samples | test at 10^6: factor | test at 10^7: factor |", "| --- | ---: | ---: | ---: |"]
+    for path in args.curves:
+        run, meta, factors = stretch(path)
+        rows.append(f"| {meta['run']} | {int(meta.get('samples_evaluated') or 0):,} | "
+                    + " | ".join(f"{factors[key]:.2f}" if key in factors else "not reached"
+                                 for key in (("test", 10**6), ("test", 10**7))) + " |")
+        if args.out is not None and path == args.curves[0]:
+            draw(run, factors, args.out)
+    if len(args.curves) > 1:
+        print("\n".join(rows))
+
+
+def stretch(path: Path) -> tuple[Any, dict[str, str], dict[tuple[str, int], float]]:
+    """A run's curves, metadata, and for each of the paper's readings of its panel that the run
+    reaches, the factor (paper's samples) / (samples at which our curve first reaches it); printed."""
+    run, meta = read_curves(path)
+    paper = paper_readings(run)
     factors = {}
     print(f"{meta['run']}: where our curve reaches the paper's readings")
     for (split, samples), value in sorted(paper.items()):
@@ -55,10 +72,16 @@ def main() -> None:
             continue
         factors[split, samples] = samples / reached
         print(f"  {split:5} paper {value:7.1f} at {samples:.0e}: ours at {reached:11,.0f} samples, factor {samples / reached:.2f}")
+    if factors:
+        print(f"  geometric mean of the factors: {math.exp(sum(map(math.log, factors.values())) / len(factors)):.2f}")
+    return run, meta, factors
+
+
+def draw(run: Any, factors: dict[tuple[str, int], float], out: Path) -> None:
+    """Our curves as logged and shifted right by the geometric mean of ``factors``, beside the
+    paper's readings, into the image file ``out``."""
+    paper = paper_readings(run)
     scale = math.exp(sum(map(math.log, factors.values())) / len(factors))
-    print(f"  geometric mean of the factors: {scale:.2f}")
-    if args.out is None:
-        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,8 +103,15 @@ def main() -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+def paper_readings(run: Any) -> dict[tuple[str, int], float]:
+    """The paper's readings of the run's panel and method: ``{(split, samples): value}``."""
+    return {(row["split"], int(row["samples"])): float(row["value"]) for row in paper_rows()
+            if row["figure"] == "2" and row["dataset"] == run.dataset and int(row["latent_dim"]) == run.latent_dim
+            and row["method"] == run.method}
 
 
 if __name__ == "__main__":

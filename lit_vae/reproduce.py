@@ -117,8 +117,9 @@ def run(plans: Sequence[sweep.Plan], workers: int) -> int:
           file=sys.stderr, flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the runs as Ctrl-C does
     statuses: list[sweep.Status] = []
+    left: list[sweep.Plan] = []
     try:
-        statuses = sweep.run_local(plans, workers, on_change=display.update)
+        statuses, left = sweep.run_local(plans, workers, on_change=display.update)
     except KeyboardInterrupt:
         print("\nsweep stopped; the same command continues every run from its checkpoint", file=sys.stderr)
         return 130
@@ -129,9 +130,14 @@ def run(plans: Sequence[sweep.Plan], workers: int) -> int:
         with (plans[0].out / SITTINGS).open("a") as log:
             log.write(f"{wall} to {time.strftime('%H:%M:%S')} ({_duration(time.monotonic() - started)}): {len(plans)} run(s), "
                       f"{done} done, {workers} worker(s) x {plans[0].threads} thread(s)\n")
-    failed = [s.plan.name for s in statuses if s.state != "done"]
-    print(f"sweep: {len(statuses) - len(failed)} of {len(statuses)} run(s) done in {_duration(time.monotonic() - started)}"
+    others = {plan.name for plan in left}
+    failed = [s.plan.name for s in statuses if s.state != "done" and s.plan.name not in others]
+    print(f"sweep: {sum(s.state == 'done' for s in statuses)} of {len(statuses)} run(s) done in {_duration(time.monotonic() - started)}"
           + (f"; not done: {', '.join(failed)} (see above; the same command retries them)" if failed else ""), file=sys.stderr)
+    if others:  # the other process writes the report when its runs end
+        print(f"sweep: left to another process that trains them: {', '.join(sorted(others))}; no report written "
+              "(the same command, once they are done, writes it)", file=sys.stderr)
+        return 1 if failed else 0
     write_report(plans, [], plans[0].out)
     return 1 if failed else 0
 

@@ -104,10 +104,20 @@ def lock_folder(folder: Path) -> None:
     PID) until :func:`release_folders` or the end of the process; ``BlockingIOError`` naming the
     holder if another process has it. Two fits of one run would otherwise write the same
     checkpoints and event files at once."""
+    handle = take_lock(folder)
+    if handle is not None:
+        _held.append(handle)
+
+
+def take_lock(folder: Path) -> IO[str] | None:
+    """The open ``folder/.lock``, exclusively locked and holding this process's PID, for the
+    caller to close when done (``None`` where locks are not available: the file then only marks
+    the folder); ``BlockingIOError`` naming the holder if another process (or another handle of
+    this one) has it."""
     folder.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # no lock; the file still marks the folder as a fit's
+    if fcntl is None:
         (folder / LOCK).write_text(str(os.getpid()))
-        return
+        return None
     handle = open(folder / LOCK, "a+")  # noqa: SIM115 - held open on purpose: the lock lives as long as it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -121,7 +131,7 @@ def lock_folder(folder: Path) -> None:
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
-    _held.append(handle)
+    return handle
 
 
 def lock_holder(folder: Path) -> str | None:

@@ -160,8 +160,9 @@ def checkpoint_of(root: Path) -> Path | None:
 
 @dataclass(frozen=True)
 class Status:
-    """Where a run stands: ``state`` is one of ``done``, ``running``, ``stopped`` (it continues from
-    its checkpoint), ``failed`` (its last attempt exited with an error), ``not started``."""
+    """Where a run stands: ``state`` is one of ``done``, ``running`` (its fit, or a sweep that
+    trains it, holds its lock), ``stopped`` (it continues from its checkpoint), ``failed`` (its
+    last attempt exited with an error), ``not started``."""
 
     plan: Plan
     state: str
@@ -177,10 +178,10 @@ def status(plan: Plan) -> Status:
     checkpoint = checkpoint_of(plan.root)
     saved = int(stored_value(checkpoint, "samples_evaluated", 0)) if checkpoint is not None else 0
     samples = max(saved, progress["samples_evaluated"] if progress else 0)
-    if folder is not None and runs.lock_holder(folder) is not None:
-        state = "running"
-    elif saved >= plan.samples:
+    if saved >= plan.samples:
         state = "done"
+    elif runs.lock_holder(plan.root) is not None or (folder is not None and runs.lock_holder(folder) is not None):
+        state = "running"
     elif (plan.root / FAILED).exists():
         state = "failed"
     elif folder is not None:
@@ -208,9 +209,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def claim(plan: Plan) -> IO[str] | None:
+    """The run's own lock (``<root>/.lock``), held by the sweep process that trains it until it
+    closes the handle, so that no other sweep starts it too; ``None`` if another process holds
+    it (where locks are not available, the run is taken)."""
+    try:
+        return runs.take_lock(plan.root) or open(os.devnull)
+    except BlockingIOError:
+        return None
+
+
 def start(plan: Plan) -> subprocess.Popen:
-    """Start the run's next attempt, its output appended to ``<root>/train.log``."""
-    plan.root.mkdir(parents=True, exist_ok=True)
+    """Start the run's next attempt, its output appended to ``<root>/train.log``. The caller
+    holds the run's :func:`claim`."""
     (plan.root / FAILED).unlink(missing_ok=True)
     command = plan.command()
     log = open(plan.root / LOG, "a")  # noqa: SIM115 - handed to the child, then closed here
@@ -231,24 +242,32 @@ def finish(plan: Plan, returncode: int) -> Status:
 
 
 def run_local(plans: Sequence[Plan], workers: int, on_change: Callable[[], None] = lambda: None,
-              poll_seconds: float = 1.0, report: IO[str] | None = None) -> list[Status]:
+              poll_seconds: float = 1.0, report: IO[str] | None = None) -> tuple[list[Status], list[Plan]]:
     """Train every unfinished run of ``plans``, at most ``workers`` at a time, each in its own
     process, the longest (most steps) first so that the sweep does not end on one long run alone;
-    a run that fails is reported with its log's tail and the others go on. Calls ``on_change``
-    every ``poll_seconds`` (a progress display). Failures go to ``report`` (default: standard
-    error). Returns the final statuses."""
+    a run that fails is reported with its log's tail and the others go on; a run that another
+    process trains (its :func:`claim` is taken) is left to it. Calls ``on_change`` every
+    ``poll_seconds`` (a progress display). Failures go to ``report`` (default: standard error).
+    Returns the final statuses and the runs left to another process."""
     pending = sorted((plan for plan in plans if status(plan).state != "done"), key=lambda plan: -plan.spec.max_steps(plan.samples))
-    running: dict[subprocess.Popen, Plan] = {}
+    running: dict[subprocess.Popen, tuple[Plan, IO[str]]] = {}
+    left: list[Plan] = []
     try:
         while pending or running:
             while pending and len(running) < workers:
                 plan = pending.pop(0)
-                running[start(plan)] = plan
+                if (held := claim(plan)) is None:
+                    left.append(plan)
+                elif status(plan).state == "done":  # finished by another sweep since the list was made
+                    held.close()
+                else:
+                    running[start(plan)] = plan, held
             time.sleep(poll_seconds)
-            for process, plan in list(running.items()):
+            for process, (plan, held) in list(running.items()):
                 if process.poll() is None:
                     continue
                 del running[process]
+                held.close()
                 ended = finish(plan, process.returncode)
                 if ended.state != "done":
                     print(f"\n{plan.name}: the run ended {ended.state} (exit status {process.returncode}) at "
@@ -258,21 +277,28 @@ def run_local(plans: Sequence[Plan], workers: int, on_change: Callable[[], None]
     finally:  # stopped (Ctrl-C, an error here): stop the runs, which continue from their checkpoints next time
         for process in running:
             process.terminate()
-        for process in running:
+        for process, (_, held) in running.items():
             process.wait()
-    return [status(plan) for plan in plans]
+            held.close()
+    return [status(plan) for plan in plans], left
 
 
 def train(plan: Plan) -> Status:
     """Train ``plan``'s run in a child process until it ends (what one SLURM job does); ``RuntimeError``
-    with the log's tail if it did not finish."""
-    process = start(plan)
+    with the log's tail if it did not finish, or saying so if another process trains it."""
+    held = claim(plan)
+    if held is None:
+        raise RuntimeError(f"{plan.name} is being trained by another process (its lock {plan.root / runs.LOCK} is held)")
     try:
-        returncode = process.wait()
+        process = start(plan)
+        try:
+            returncode = process.wait()
+        finally:
+            if process.poll() is None:  # this process is being stopped: stop the run with it
+                process.terminate()
+                process.wait()
     finally:
-        if process.poll() is None:  # this process is being stopped: stop the run with it
-            process.terminate()
-            process.wait()
+        held.close()
     ended = finish(plan, returncode)
     if ended.state != "done":
         raise RuntimeError(f"{plan.name} ended {ended.state} (exit status {returncode}) at {ended.samples:,} of "

@@ -224,6 +224,26 @@ class TestSweep:
         band_text = f"{sum(values.values()) / 2:.1f} [{min(values.values()):.1f}, {max(values.values()):.1f}]"
         assert f"| 2 | frey_face_nz2 | AEVB | test | 2e+04 | 2 | {band_text} |" in (out / "report.md").read_text()
 
+    def test_a_second_sweep_on_the_same_folder_leaves_the_runs_to_the_first(self, tmp_path, data_dir, monkeypatch, capsys):
+        monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
+        manifest, out = _tiny_manifest(tmp_path), tmp_path / "out"
+        args = ["reproduce", "--manifest", str(manifest), "--workers", "2", "--out", str(out)]
+        first = subprocess.Popen([sys.executable, "-m", "lit_vae", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not all((out / name / "train.log").exists() for name in ("aevb", "wake_sleep")):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        with pytest.raises(SystemExit) as exit_:
+            reproduce(args[1:])
+        assert exit_.value.code == 0
+        assert "left to another process that trains them: aevb, wake_sleep" in capsys.readouterr().err
+        assert first.wait(timeout=300) == 0
+        for name in ("aevb", "wake_sleep"):
+            assert [p.name for p in (out / name).glob("version_*")] == ["version_0"]
+            assert not (out / name / sweep.FAILED).exists()
+            assert (out / name / "train.log").read_text().count("=== ") == 1  # started once
+        assert sweep.status(sweep.Plan(sweep.load_manifest(manifest)[0], 50_000, out, 1, 1)).state == "done"
+
     def test_a_failed_run_is_reported_and_the_others_go_on(self, tmp_path, data_dir, monkeypatch, capsys):
         monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
         broken = {**TINY["runs"][1], "name": "broken", "args": {"model.init_args.latent_dim": 0}}
