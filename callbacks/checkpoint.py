@@ -14,7 +14,9 @@ import os
 import pickle
 import random
 import re
+import signal
 import tempfile
+import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +28,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 
 from lit_vae.interfaces import NonFiniteError, non_finite_message
 
@@ -246,8 +249,14 @@ class RunCheckpoint(ModelCheckpoint):
     - ``last.ckpt`` is also written for the step that reaches ``max_steps`` when that step is not
       an ``every_n_train_steps`` point (Lightning writes it at the end of training only if it
       wrote none before, so an evaluation of ``last.ckpt`` saw an older model and a resume redid
-      steps). A run stopped by an error or Ctrl-C does not get one: its last checkpoint stays as
-      it was. Written through the public ``Trainer.save_checkpoint``.
+      steps). A run stopped by an error does not get one: its last checkpoint stays as it was.
+      Written through the public ``Trainer.save_checkpoint``.
+    - A fit stopped by Ctrl-C (SIGINT) or SIGTERM stops at the next step boundary (a pass's last
+      step: after its epoch-end hooks, as above), writes ``last.ckpt`` there and says where;
+      ``--ckpt_path last`` continues it exactly. The signal is taken from Lightning (whose own
+      SIGTERM handling raises out of the loop after a pass's last step, before the epoch-end
+      state exists) while the loop runs; a second Ctrl-C stops at once, without a checkpoint.
+      :attr:`stopped_by` then names the signal, for the command's exit status.
 
     Args:
         every_n_train_steps: as in ``ModelCheckpoint``.
@@ -260,6 +269,9 @@ class RunCheckpoint(ModelCheckpoint):
         self._pass_end: int | None = None  # the batch index of a pass's last step, saved at the epoch's end
         self._at_epoch_end = False
         self._final_step = -1  # the step whose last.ckpt this callback wrote after the run's final step
+        self.stopped_by: signal.Signals | None = None  # the signal that stopped the fit at a step boundary
+        self._requested: signal.Signals | None = None
+        self._handlers: dict[signal.Signals, Any] = {}
 
     @property
     def state_key(self) -> str:
@@ -294,6 +306,35 @@ class RunCheckpoint(ModelCheckpoint):
                 path.unlink(missing_ok=True)
                 orphans.append(path)
         return orphans
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After Lightning registered its own handlers (they are restored when the loop ends).
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._handlers[signum] = signal.signal(signum, self._request_stop)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self._requested is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._requested = signal.Signals(signum)
+        rank_zero_info(f"\n{self._requested.name}: stopping at the end of this step, with a checkpoint "
+                       "(Ctrl-C again stops at once, without one)")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handlers()
+        # ModelCheckpoint writes last.ckpt here if it wrote none in this process; after the final
+        # step's, that would replace it with the state after Lightning's end-of-training bookkeeping.
+        if self._final_step != trainer.global_step:
+            super().on_train_end(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+        super().on_exception(trainer, pl_module, exception)
+
+    def _restore_handlers(self) -> None:
+        while self._handlers:
+            signum, handler = self._handlers.popitem()
+            signal.signal(signum, handler)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -332,16 +373,15 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, None, None, batch_idx)
         step = trainer.global_step
         on_grid = bool(self.every_n_train_steps) and step % self.every_n_train_steps == 0
-        if self.save_last and 0 <= trainer.max_steps <= step and not on_grid and self.dirpath is not None:
+        final = 0 <= trainer.max_steps <= step
+        if self.save_last and (final or self._requested is not None) and not on_grid and self.dirpath is not None:
             path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
             self.last_model_path, self._final_step = path, step
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # ModelCheckpoint writes last.ckpt here if it wrote none in this process; after the final
-        # step's, that would replace it with the state after Lightning's end-of-training bookkeeping.
-        if self._final_step != trainer.global_step:
-            super().on_train_end(trainer, pl_module)
+        if self._requested is not None and not final:
+            self.stopped_by, trainer.should_stop = self._requested, True
+            rank_zero_info(f"stopped by {self.stopped_by.name} at {getattr(pl_module, 'samples_evaluated', step):,} samples "
+                           f"(step {step:,}); checkpoint: {self.last_model_path}. Continue with --ckpt_path last")
 
 
 def relocated(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:

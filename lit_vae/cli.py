@@ -511,6 +511,9 @@ def main() -> None:
         return
     sys.argv[1:] = shipped_configs(sys.argv[1:])
     try:
-        cli()
+        ran = cli()
     except NonFiniteError as error:  # a numerical stop, explained in one line: no traceback
         raise SystemExit(f"error: {error}") from None
+    stopped_by = getattr(ran.trainer.checkpoint_callback, "stopped_by", None)
+    if stopped_by is not None:  # stopped by a signal, with a checkpoint: the shell's status for that signal
+        raise SystemExit(128 + stopped_by)

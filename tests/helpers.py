@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 
 from lit_vae.cli import VAECLI, cli
@@ -49,3 +50,16 @@ def parameters(checkpoint: Path) -> dict[str, torch.Tensor]:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes: to check that nothing was written or changed."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class SignalAt(pl.Callback):
+    """Sends ``signum`` (SIGINT: 2, SIGTERM: 15) to its own process at the end of training step
+    ``step``, as Ctrl-C or a scheduler would while that step's hooks run."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

@@ -3,8 +3,10 @@ validation; with another checkpoint interval; from a moved run folder) ends wher
 never stopped ends: the same parameters, optimizer state, loop position, checkpoint names, and
 every point TensorBoard shows."""
 
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +78,44 @@ class TestThreeResumes:
             fit(tmp_path / "moved", data_dir, *ARGS, "--checkpoint.every_n_train_steps=10", f"--trainer.max_steps={stop}",
                 "--ckpt_path=last")
         assert_same_run(whole, tmp_path / "moved" / "runs" / "mnist_nz20" / "version_0")
+
+
+@pytest.fixture(scope="module")
+def whole_unsaved(tmp_path_factory, data_dir) -> Path:
+    """The uninterrupted run with no step checkpoint before its end."""
+    root = tmp_path_factory.mktemp("whole_unsaved")
+    fit(root, data_dir, *ARGS, "--checkpoint.every_n_train_steps=1000", f"--trainer.max_steps={STOPS[-1]}")
+    return root / "runs" / "mnist_nz20" / "version_0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stop", "signum"), [(30, signal.SIGINT), (45, signal.SIGTERM)])
+def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_resume_is_exact(whole_unsaved, tmp_path, data_dir, caplog, stop, signum):
+    """Ctrl-C at the end of a pass (step 30) and SIGTERM inside one (45), long before the first
+    step checkpoint (every 1,000 steps here): the fit stops at that step with last.ckpt, says so,
+    and ``--ckpt_path last`` ends as the run that never stopped."""
+    caplog.set_level(logging.INFO)
+    stopped = fit(tmp_path, data_dir, *ARGS, "--checkpoint.every_n_train_steps=1000", f"--trainer.max_steps={STOPS[-1]}",
+                  "--trainer.callbacks+=tests.helpers.SignalAt", f"--trainer.callbacks.step={stop}",
+                  f"--trainer.callbacks.signum={int(signum)}")
+    assert stopped.trainer.checkpoint_callback.stopped_by == signum
+    run = tmp_path / "runs" / "mnist_nz20" / "version_0"
+    assert load(run / "checkpoints" / "last.ckpt")["global_step"] == stop
+    assert f"stopped by {signum.name} at {stop * 100:,} samples (step {stop})" in caplog.text
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+    fit(tmp_path, data_dir, *ARGS, "--checkpoint.every_n_train_steps=1000", f"--trainer.max_steps={STOPS[-1]}", "--ckpt_path=last")
+    assert_same_run(whole_unsaved, run)
+
+
+def test_the_command_exits_with_the_signals_status(tmp_path, data_dir):
+    stopped = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"), *ARGS,
+         f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+         "--progress_bar.refresh_rate=0", "--trainer.max_steps=50", "--trainer.callbacks+=tests.helpers.SignalAt",
+         "--trainer.callbacks.step=5", f"--trainer.callbacks.signum={int(signal.SIGTERM)}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert "Continue with --ckpt_path last" in stopped.stderr
 
 
 def ddp_fit(root: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
