@@ -307,6 +307,7 @@ class VAECLI(LightningCLI):
 
     def _read(self, path: str | Path) -> dict[str, Any]:
         try:
+            runs.refuse_link_out_of_run(path)
             return read_checkpoint(path)
         except ValueError as error:
             self.parser.error(f"--ckpt_path: {error}")

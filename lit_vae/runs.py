@@ -93,10 +93,24 @@ def newest_fit(root: Path) -> Path | None:
 
 def run_of_checkpoint(path: str | Path) -> tuple[Path, str, int] | None:
     """``(save_dir, name, version)`` of the run folder that holds the checkpoint at ``path``
-    (``<save_dir>/<name>/version_<n>/checkpoints/<file>``); ``None`` for a file elsewhere."""
-    run = Path(path).resolve().parent.parent
+    (``<save_dir>/<name>/version_<n>/checkpoints/<file>``); ``None`` for a file elsewhere. Where
+    the file is decides, not where a symbolic link points (:func:`refuse_link_out_of_run`)."""
+    run = Path(os.path.abspath(path)).parent.parent
     version = re.fullmatch(r"version_(\d+)", run.name)
     return (run.parent.parent, run.parent.name, int(version.group(1))) if version else None
+
+
+def refuse_link_out_of_run(path: str | Path) -> None:
+    """``ValueError`` if the checkpoint at ``path``, in a run folder, is a symbolic link to a file
+    outside that run folder: resuming from it would continue another run under this one's name."""
+    run = run_of_checkpoint(path)
+    if run is None or not Path(path).is_symlink():
+        return
+    folder = version_folder(*run).resolve()
+    target = Path(path).resolve()
+    if not target.is_relative_to(folder):
+        raise ValueError(f"{path} is a link to {target}, outside its run folder {folder}: it is not used. Give the "
+                         "file itself with --ckpt_path PATH, or replace the link with a copy.")
 
 
 def lock_folder(folder: Path) -> None:

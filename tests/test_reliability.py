@@ -4,6 +4,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,21 @@ class TestBadCheckpoint:
     def test_fresh_run_into_an_existing_version_folder(self, run, data_dir, capsys):
         self.refused(run, data_dir, capsys, "version_0 already holds a run. Continue it with --ckpt_path last",
                      "--trainer.logger.init_args.version=0")
+
+    def test_a_last_checkpoint_linked_into_another_run(self, run, data_dir, capsys):
+        """Run version_1's last.ckpt links to another run's: --ckpt_path last is refused in one
+        line, and nothing is locked, logged or checkpointed in either run."""
+        other = run / "runs" / "other" / "version_0" / "checkpoints"
+        other.mkdir(parents=True)
+        shutil.copy(self.last(run), other / "last.ckpt")
+        linked = run / "runs" / "mnist_nz20" / "version_1" / "checkpoints"
+        linked.mkdir(parents=True)
+        (linked / "last.ckpt").symlink_to(other / "last.ckpt")
+        try:
+            self.refused(run, data_dir, capsys, f"{linked / 'last.ckpt'} is a link to {other / 'last.ckpt'}, outside its run folder",
+                         "--ckpt_path=last")
+        finally:
+            shutil.rmtree(linked.parent), shutil.rmtree(other.parent.parent)
 
     def test_truncated(self, run, data_dir, capsys):
         path = self.write(run, "truncated.ckpt", self.last(run).read_bytes()[:100_000])
