@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lit_vae import sweep
 from lit_vae.callbacks.progress import read_progress
 from lit_vae.events import read_scalars
@@ -73,6 +75,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def reads_as_itself(value: str) -> bool:
+    """Whether a command-line value reads back as the same string (LightningCLI parses values as YAML)."""
+    try:
+        return yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        return False
+
+
 def count(text: str) -> int:
     value = int(float(text))  # 1e7 is welcome
     if value < 1 or value != float(text):
@@ -88,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as error:
         p.error(str(error))
     out = args.out.resolve()
+    if not reads_as_itself(str(out)):
+        p.error(f"--out {out}: each run's command line would read this path as YAML, not as a folder name; "
+                "choose one without ': ' or ' #'")
     threads = args.cpus_per_job if args.launcher == "slurm" else args.threads or max(1, cores() // args.workers)
     seeds = range(args.seed, args.seed + args.seeds)
     plans = [sweep.Plan(spec, args.samples or spec.samples, out, seed, threads) for spec in specs for seed in seeds]

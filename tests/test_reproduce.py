@@ -47,6 +47,13 @@ class TestManifest:
         for spec in sweep.load_manifest():
             assert spec.max_steps(spec.samples) == spec.settings()["trainer"]["max_steps"], spec.name
 
+    @pytest.mark.parametrize("name", ["runs: 2026", "runs #1"])
+    def test_an_output_folder_whose_name_reads_as_yaml_is_refused(self, tmp_path, capsys, name):
+        with pytest.raises(SystemExit) as exit_:
+            reproduce(["--out", str(tmp_path / name), "--status"])
+        assert exit_.value.code == 2 and "would read this path as YAML" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
+
     def test_unknown_panels_and_bad_entries_are_named(self, tmp_path):
         specs = sweep.load_manifest()
         with pytest.raises(ValueError, match="no panel mnist_nz7 in the manifest; it has: .*mnist_nz20"):
