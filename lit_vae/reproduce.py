@@ -16,6 +16,7 @@ is written: ``figure2.png``, ``figure3.png``, ``report.md`` (measured against th
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import sys
@@ -104,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     threads = args.cpus_per_job if args.launcher == "slurm" else args.threads or max(1, cores() // args.workers)
     seeds = range(args.seed, args.seed + args.seeds)
     plans = [sweep.Plan(spec, args.samples or spec.samples, out, seed, threads) for spec in specs for seed in seeds]
+    if not args.status and importlib.util.find_spec("matplotlib") is None:  # before any run: the report draws figures
+        p.error('the report draws Figures 2 and 3 with matplotlib, which is not installed: pip install "lit-vae[figures]"')
     if args.status:
         print(status_table(plans))
     elif args.report:

@@ -54,6 +54,13 @@ class TestManifest:
         assert exit_.value.code == 2 and "would read this path as YAML" in capsys.readouterr().err
         assert not (tmp_path / name).exists()
 
+    def test_without_matplotlib_nothing_starts(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.setitem(sys.modules, "matplotlib", None)  # as in an environment without it
+        with pytest.raises(SystemExit) as exit_:
+            reproduce(["--out", str(tmp_path / "out"), "--figure", "2", "--samples", "2000"])
+        assert exit_.value.code == 2 and 'pip install "lit-vae[figures]"' in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+
     def test_unknown_panels_and_bad_entries_are_named(self, tmp_path):
         specs = sweep.load_manifest()
         with pytest.raises(ValueError, match="no panel mnist_nz7 in the manifest; it has: .*mnist_nz20"):
