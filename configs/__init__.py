@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
@@ -11,8 +12,14 @@ if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; annotations only
 
 
 def config_file(name: str) -> Traversable:
-    """The shipped config ``name`` (``mnist`` or ``mnist.yaml``), whether or not it exists."""
-    return files(__name__) / (name if name.endswith(".yaml") else f"{name}.yaml")
+    """The shipped config ``name`` (``mnist`` or ``mnist.yaml``); ``ValueError`` for a name that
+    is not one of :func:`config_names` (never a path joined onto the package's folder)."""
+    stem = name.removesuffix(".yaml")
+    if stem not in config_names():
+        close = difflib.get_close_matches(stem, config_names(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"no file {name}, and no shipped config of that name ({hint}shipped: {', '.join(config_names())})")
+    return files(__name__) / f"{stem}.yaml"
 
 
 def config_names() -> list[str]:

@@ -106,8 +106,16 @@ def short_error(message: str, parser: LightningArgumentParser) -> str:
             options = {parameter for base in klass.__mro__ if "__init__" in vars(base)
                        for parameter in inspect.signature(base.__init__).parameters} - {"self", "args", "kwargs"}
             return f"{cls} has no option {name}{_closest(name, sorted(options), '--model.init_args.')}"
+    if unknown := re.search(r"Expected a dot import path string: ([\w.]+)", message):
+        keys = re.findall(r'Parser key "([\w.]+)"', message)
+        if keys and keys[0] in CLASS_CHOICES:
+            return f"--{keys[0]} {unknown.group(1)}: no such class{_closest(unknown.group(1), CLASS_CHOICES[keys[0]], '')}; " \
+                   f"choose from {', '.join(CLASS_CHOICES[keys[0]])}"
     return _reason(message)
 
+
+#: The classes --model and --data take by name.
+CLASS_CHOICES = {"model": ["VAE", "WakeSleep", "MCEM"], "data": ["MNISTDataModule", "FreyFaceDataModule"]}
 
 #: jsonargparse's frames around the reason of a failed value: none of them says what was wrong.
 _FRAMES = re.compile(r"Parser key|Does not validate|Subtypes:|Errors:|Problem with given class_path|Given value|"
@@ -443,10 +451,16 @@ def shipped_configs(args: list[str]) -> list[str]:
 
 
 def shipped_config(name: str) -> str:
-    """``name`` itself if a file of that name exists or no config of the package has it, else
-    the path of the package's config ``name`` (``.yaml`` may be left out)."""
-    candidate = config_file(name)
-    return str(candidate) if not Path(name).exists() and candidate.is_file() else name
+    """``name`` itself if a file of that name exists, else the path of the package's config
+    ``name`` (``.yaml`` may be left out); a name that is neither ends the command in one line
+    naming the shipped configs."""
+    if Path(name).exists():
+        return name
+    try:
+        return str(config_file(name))
+    except ValueError as error:
+        sys.stderr.write(f"error: --config: {error}\n")
+        sys.exit(2)
 
 
 class _NoTips(logging.Filter):
@@ -487,7 +501,8 @@ def description() -> str:
 def cli(args: list[str] | None = None) -> VAECLI:
     """Build and run the CLI on ``args`` (default: the command line); returns it, with its trainer."""
     silence_what_does_not_apply()
-    about = {"description": description()}
+    # No abbreviations: --trainer.max_step would otherwise be taken as --trainer.max_steps.
+    about = {"description": description(), "allow_abbrev": False}
     try:
         return VAECLI(
             GenerativeModel,
@@ -497,7 +512,7 @@ def cli(args: list[str] | None = None) -> VAECLI:
             seed_everything_default=DEFAULT_SEED,
             save_config_callback=SaveConfigOnce,
             parser_class=OneLineErrors,
-            parser_kwargs={**about, **{command: about for command in ("fit", "validate", "test", "predict")}},
+            parser_kwargs={**about, "prog": "lit-vae", **{command: about for command in ("fit", "validate", "test", "predict")}},
             args=None if args is None else shipped_configs(args),
         )
     finally:  # the fit has ended (or failed): its run folder is free for the next

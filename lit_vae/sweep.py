@@ -28,7 +28,7 @@ import yaml
 from lit_vae import runs
 from lit_vae.callbacks.checkpoint import EVERY_N_TRAIN_STEPS, stored_value
 from lit_vae.callbacks.progress import read_progress
-from lit_vae.configs import config_file
+from lit_vae.configs import config_file, config_names
 
 MANIFEST = Path(__file__).with_name("paper_runs.yaml")
 LOG = "train.log"
@@ -84,7 +84,7 @@ def load_manifest(path: str | Path = MANIFEST) -> list[RunSpec]:
         except TypeError as error:
             raise ValueError(f"{path}: run {i + 1} ({entry}): {error}. Each run has name, figure, panel, config, samples "
                              "and optionally args.") from None
-        if not Path(spec.config_path).is_file():
+        if spec.config.removesuffix(".yaml") not in config_names():
             raise ValueError(f"{path}: run {spec.name}: no shipped config named {spec.config}")
         specs.append(spec)
     names = [spec.name for spec in specs]

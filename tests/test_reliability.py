@@ -272,6 +272,11 @@ class TestArguments:
         ("--trainer.max_steps=0", "--trainer.max_steps must be positive"),
         ("--trainer.max_steps=-5", "--trainer.max_steps must be positive"),
         ("--checkpoint.every_n_train_steps=-1", "--checkpoint.every_n_train_steps must be >= 0"),
+        ("--trainer.max_step=300", "no option --trainer.max_step (did you mean --trainer.max_steps"),  # no abbreviation
+        ("--model=VAEE", "--model VAEE: no such class (did you mean VAE?); choose from VAE, WakeSleep, MCEM"),
+        ("--data=FreyFace", "--data FreyFace: no such class (did you mean FreyFaceDataModule?)"),
+        ("--config=mnsit", "--config: no file mnsit, and no shipped config of that name (did you mean mnist?"),
+        ("--config=../configs/mnist", "--config: no file ../configs/mnist, and no shipped config of that name"),
     ])
     def test_refused_in_one_line_before_anything_exists(self, tmp_path, data_dir, capsys, argument, message):
         with pytest.raises(SystemExit):

@@ -343,6 +343,7 @@ class TestCommandLine:
             text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
             assert "Auto-Encoding Variational Bayes" in text and "Lightning Trainer command line tool" not in text
             assert all(name in text for name in ("VAE", "WakeSleep", "MCEM", "mnist,", "frey_face,", "figure3_n50000_mcem"))
+            assert text.startswith("usage: lit-vae ")  # whichever way it was started (python -m lit_vae: __main__.py)
 
     def test_another_optimizer_with_the_explicit_flag(self, tmp_path, data_dir):
         trainer = cli(["fit", "--config", str(REPO / "configs" / "frey_face.yaml"), f"--data.init_args.data_dir={data_dir}",
