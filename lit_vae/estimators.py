@@ -57,14 +57,31 @@ def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     return kl_per_dimension(mu, logvar).sum(-1)
 
 
+def log_importance_weights(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:
+    """log p(x, z_l) - log q(z_l|x) at z_l = mu + sigma * eps_l, ``[L, B]``: the terms of Eq. 6,
+    and the log importance weights of the estimators of log p(x) with q(z|x) as proposal."""
+    z = reparameterize(mu, logvar, eps)
+    return log_likelihood(x, z) + standard_normal_log_density(z) - reparameterized_log_density(eps, logvar)
+
+
 def sgvb_a(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:
     """Generic SGVB estimator L^A (Eq. 6), per datapoint.
 
     L^A = 1/L sum_l [log p(x, z_l) - log q(z_l|x)],  z_l = mu + sigma * eps_l.
     """
-    z = reparameterize(mu, logvar, eps)
-    log_q = reparameterized_log_density(eps, logvar)
-    return (log_likelihood(x, z) + standard_normal_log_density(z) - log_q).mean(0)
+    return log_importance_weights(x, mu, logvar, eps, log_likelihood).mean(0)
+
+
+def iwae_bound(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:
+    """The importance-weighted bound L_k of Burda, Grosse & Salakhutdinov (2015, Eq. 8) per
+    datapoint, with k = L samples of z per datapoint:
+
+    L_k = log 1/k sum_l p(x, z_l) / q(z_l|x),  z_l = mu + sigma * eps_l,
+
+    a log-mean-exp of the terms of Eq. 6, computed stably. L_1 is L^A on the same noise;
+    E[L_k] rises with k towards log p(x).
+    """
+    return torch.logsumexp(log_importance_weights(x, mu, logvar, eps, log_likelihood), 0) - math.log(eps.shape[0])
 
 
 def sgvb_b(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:
@@ -81,6 +98,7 @@ def sgvb_b(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: L
 ESTIMATORS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, LogLikelihood], Tensor]] = {
     "A": sgvb_a,
     "B": sgvb_b,
+    "iwae": iwae_bound,
 }
 
 

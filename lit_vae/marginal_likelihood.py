@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lit_vae.appendix_d import APPENDIX_D, AppendixD
-from lit_vae.estimators import LOG_2PI, reparameterize, reparameterized_log_density
+from lit_vae.estimators import LOG_2PI, log_importance_weights
 from lit_vae.hmc import hmc
 from lit_vae.interfaces import RecognitionModel
 
@@ -178,7 +178,5 @@ def importance_log_marginal(
     for start in range(0, num_samples, chunk_size):
         k = min(chunk_size, num_samples - start)
         eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
-        z = reparameterize(mu, logvar, eps)
-        log_q = reparameterized_log_density(eps, logvar)
-        total = torch.logaddexp(total, torch.logsumexp(model.log_joint(x, z) - log_q, 0))
+        total = torch.logaddexp(total, torch.logsumexp(log_importance_weights(x, mu, logvar, eps, model.log_likelihood), 0))
     return total - math.log(num_samples)

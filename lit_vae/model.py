@@ -37,15 +37,17 @@ class VAE(GenerativeModel):
     """Variational auto-encoder trained with AEVB (Algorithm 1) on the SGVB estimator.
 
     Args:
-        estimator: SGVB estimator ``A`` (Eq. 6) or ``B`` (Eq. 7, analytic KL; the default).
-        num_samples: L, samples of z per datapoint in the training estimate (the paper: 1).
+        estimator: SGVB estimator ``A`` (Eq. 6) or ``B`` (Eq. 7, analytic KL; the default), or
+            ``iwae``, the importance-weighted bound of Burda et al. (2015) with k = ``num_samples``.
+        num_samples: L, samples of z per datapoint in the training estimate (the paper: 1; the
+            k of ``iwae``).
         **kwargs: the generative model's (:class:`~lit_vae.generative.GenerativeModel`):
             ``latent_dim``, ``hidden_dim``, ``likelihood``, ``learning_rate``, ...
     """
 
     has_encoder = True
 
-    def __init__(self, estimator: Literal["A", "B"] = "B", num_samples: int = 1, **kwargs: Any) -> None:
+    def __init__(self, estimator: Literal["A", "B", "iwae"] = "B", num_samples: int = 1, **kwargs: Any) -> None:
         check_positive(num_samples=num_samples)
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, got {estimator!r}")

@@ -8,6 +8,7 @@ from torch.distributions import Normal, kl_divergence
 from lit_vae import VAE
 from lit_vae.estimators import (
     active_units,
+    iwae_bound,
     kl_per_dimension,
     kl_to_standard_normal,
     reparameterize,
@@ -16,6 +17,7 @@ from lit_vae.estimators import (
     standard_normal_log_density,
 )
 from lit_vae.networks import BernoulliMLPDecoder, init_normal_
+from tests.linear_gaussian import LinearGaussian
 
 
 def _posterior(batch=4, latent=3, seed=0):
@@ -121,3 +123,38 @@ class TestActiveUnits:
         model = VAE(latent_dim=20, hidden_dim=500, input_dim=784)
         assert active_units(model.encode(torch.rand(1000, 784))[0].detach()) == 0
 
+
+
+class TestIWAE:
+    """The importance-weighted bound (Burda et al. 2015) on a linear-Gaussian model, whose log p(x)
+    and ELBO are known in closed form, with the model's deliberately imperfect q(z|x)."""
+
+    def setup_method(self):
+        self.model = LinearGaussian(latent_dim=2, data_dim=6, seed=3)
+        self.x = self.model.sample(5, seed=4)
+        self.mu, self.logvar = self.model.encode(self.x)
+        self.log_likelihood = lambda x, z: self.model.log_joint(x, z) - Normal(0.0, 1.0).log_prob(z).sum(-1)
+
+    def bound(self, k, draws, seed=0):
+        """E[L_k] per datapoint, the mean of ``draws`` independent k-sample bounds."""
+        eps = torch.randn((draws, k, *self.mu.shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        return torch.stack([iwae_bound(self.x, self.mu, self.logvar, e, self.log_likelihood) for e in eps]).mean(0)
+
+    def test_one_sample_is_estimator_a_on_the_same_noise(self):
+        eps = torch.randn((1, *self.mu.shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        torch.testing.assert_close(iwae_bound(self.x, self.mu, self.logvar, eps, self.log_likelihood),
+                                   sgvb_a(self.x, self.mu, self.logvar, eps, self.log_likelihood))
+
+    def test_rises_with_k_towards_the_exact_log_marginal(self):
+        exact = self.model.exact_log_marginal(self.x)
+        bounds = {k: self.bound(k, draws=max(20, 4000 // k)) for k in (1, 5, 50, 2000)}
+        gaps = {k: (exact - b).mean().item() for k, b in bounds.items()}
+        assert gaps[1] > gaps[5] > gaps[50] > 0  # a bound for each k, tighter with k
+        assert gaps[1] > 0.2  # q is imperfect: the ELBO is well below log p(x)
+        assert abs(gaps[2000]) < 0.02
+        # k = 1: the ELBO, in closed form for a linear-Gaussian model and a diagonal Gaussian q.
+        W, b, s2, var = self.model.W, self.model.b, self.model.sigma**2, self.logvar.exp()
+        residual = (self.x - self.mu @ W.T - b).pow(2).sum(-1) + (var @ W.pow(2).T).sum(-1)
+        expected_log_likelihood = -0.5 * len(b) * math.log(2 * math.pi * s2) - residual / (2 * s2)
+        elbo = expected_log_likelihood - kl_divergence(Normal(self.mu, var.sqrt()), Normal(0.0, 1.0)).sum(-1)
+        torch.testing.assert_close(bounds[1], elbo, atol=0.1, rtol=0)

@@ -241,7 +241,7 @@ class TestCommandLine:
         (["--model", "WakeSleep", "--model.init_args.hiden_dim=3"],
          "error: WakeSleep has no option hiden_dim (did you mean --model.init_args.hidden_dim"),
         (["--trainer.max_stpes=5"], "error: no option --trainer.max_stpes (did you mean --trainer.max_steps"),
-        (["--model.init_args.estimator=C"], "error: --model.init_args.estimator: Expected a typing.Literal['A', 'B']"),
+        (["--model.init_args.estimator=C"], "error: --model.init_args.estimator: Expected a typing.Literal['A', 'B', 'iwae']"),
     ])
     def test_a_mistake_is_one_line_that_names_what_was_meant(self, tmp_path, data_dir, arguments, line, monkeypatch, capsys):
         monkeypatch.chdir(tmp_path)
@@ -417,3 +417,18 @@ class TestDistributed:
         # pictures drawn once, by rank zero, at the end as well
         assert sorted(path.name for path in (runs[0] / "images").iterdir()) == [
             "manifold_60000.png", "reconstructions_60000.png", "samples_60000.png"]
+
+
+@pytest.mark.slow
+def test_trains_on_the_importance_weighted_bound(tmp_path, data_dir):
+    """--model.init_args.estimator iwae with k = 5: the run's curves are L_5 (Burda et al. 2015),
+    train and test, finite and rising; the checkpoint names the estimator."""
+    fit(tmp_path, data_dir, "--model.init_args.estimator=iwae", "--model.init_args.num_samples=5", "--model.init_args.hidden_dim=50",
+        "--data.init_args.train_size=1000", "--trainer.max_steps=200", "--images.num_samples=4", "--images.num_reconstructions=0",
+        "--images.manifold_size=2")
+    run = tmp_path / "runs" / "mnist_nz20" / "version_0"
+    curves = read_scalars(run)
+    train, test = curves["lower_bound/train"], curves["lower_bound/test"]
+    assert all(torch.isfinite(torch.tensor(value)) for _, value in train + test)
+    assert train[-1][1] > train[0][1] + 50 and test[-1][1] > test[0][1] + 50
+    assert load(run / "checkpoints" / "last.ckpt")["hyper_parameters"]["estimator"] == "iwae"
