@@ -20,7 +20,7 @@ import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -260,12 +260,16 @@ class RunCheckpoint(ModelCheckpoint):
 
     Args:
         every_n_train_steps: as in ``ModelCheckpoint``.
+        stop_signals: the signals that stop a fit at a step with a checkpoint (default SIGINT and
+            SIGTERM; the sweep adds a cluster's pre-emption signals, SIGUSR1 and SIGUSR2).
         **kwargs: ``ModelCheckpoint``'s other arguments.
     """
 
-    def __init__(self, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, every_n_train_steps: int | None = None,
+                 stop_signals: list[Literal["SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"]] | None = None, **kwargs: Any) -> None:
         super().__init__(every_n_train_steps=every_n_train_steps, **kwargs)
         self.every_n_train_steps = every_n_train_steps
+        self.stop_signals = [signal.Signals[name] for name in (stop_signals or ["SIGINT", "SIGTERM"])]
         self._pass_end: int | None = None  # the batch index of a pass's last step, saved at the epoch's end
         self._at_epoch_end = False
         self._final_step = -1  # the step whose last.ckpt this callback wrote after the run's final step
@@ -310,7 +314,7 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After Lightning registered its own handlers (they are restored when the loop ends).
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in self.stop_signals:
                 self._handlers[signum] = signal.signal(signum, self._request_stop)
 
     def _request_stop(self, signum: int, frame: Any) -> None:

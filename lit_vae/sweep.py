@@ -137,6 +137,8 @@ class Plan:
             f"--trainer.logger.init_args.save_dir={self.out}",
             f"--trainer.logger.init_args.name={self.name}",
             f"--checkpoint.every_n_train_steps={max(1, min(EVERY_N_TRAIN_STEPS, max_steps // CHECKPOINTS_PER_RUN))}",
+            # A cluster's pre-emption signal stops the run at a step, with its checkpoint.
+            "--checkpoint.stop_signals=[SIGINT, SIGTERM, SIGUSR1, SIGUSR2]",
             "--trainer.callbacks+=lit_vae.callbacks.ProgressFile",
             "--progress_bar.refresh_rate=0",  # no bar in the log: the sweep shows one for all runs
         ]
@@ -145,8 +147,12 @@ class Plan:
         return command
 
     def environment(self) -> dict[str, str]:
-        """The environment of the run's process: ``threads`` torch (OpenMP/MKL) threads."""
-        return {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        """The environment of the run's process: ``threads`` torch (OpenMP/MKL) threads, and no
+        ``SLURM_*`` variables: under a SLURM job the sweep's process (submitit) alone requeues,
+        and Lightning in the run must not take the job for its own (its SLURM environment would
+        requeue it too and write ``hpc_ckpt_<n>.ckpt`` outside the run folder)."""
+        inherited = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+        return {**inherited, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
 
 
 def checkpoint_of(root: Path) -> Path | None:

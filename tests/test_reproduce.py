@@ -6,12 +6,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from lit_vae import sweep
+from lit_vae import runs, sweep
+from lit_vae.callbacks.progress import read_progress
 from lit_vae.figures import Run, band
 from lit_vae.report import export_curves, read_curves, table, thin, trailing_mean, value_at, verdict
 from lit_vae.reproduce import main as reproduce
@@ -278,6 +280,39 @@ class TestSweep:
         states = [line.split()[1] for line in status_table(
             [sweep.Plan(spec, 2000, tmp_path / "out", 1, 1) for spec in sweep.load_manifest(manifest)]).splitlines()[1:]]
         assert states == ["done", "failed"]
+
+    def test_a_preemption_signal_stops_the_slurm_child_with_its_checkpoint(self, tmp_path, data_dir, monkeypatch):
+        """The run's process as a SLURM array task starts it (the job's SLURM_* variables set, the
+        job's working folder shared): it does not see SLURM (Lightning would requeue and write
+        hpc_ckpt files), and the pre-emption signal (SIGUSR2, submitit's) stops it at a step
+        with the run's own checkpoint, from which the same plan finishes."""
+        monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
+        slurm = {"SLURM_JOB_ID": "1234", "SLURM_ARRAY_JOB_ID": "1233", "SLURM_ARRAY_TASK_ID": "0", "SLURM_NTASKS": "1",
+                 "SLURM_JOB_NAME": "lit-vae", "SLURM_NODELIST": "node1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
+        for key, value in slurm.items():
+            monkeypatch.setenv(key, value)
+        job = tmp_path / "job"
+        job.mkdir()
+        monkeypatch.chdir(job)
+        plan = sweep.Plan(sweep.load_manifest(_tiny_manifest(tmp_path))[0], 200_000, tmp_path / "out", 1, 1)
+        held = sweep.claim(plan)
+        process = sweep.start(plan)
+        try:
+            deadline = time.monotonic() + 120
+            while (folder := runs.newest_fit(plan.root)) is None or not (read_progress(folder) or {}).get("samples_evaluated"):
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.2)
+            environment = (Path("/proc") / str(process.pid) / "environ").read_bytes().split(b"\0")
+            assert not [item for item in environment if item.startswith(b"SLURM_")]
+            process.send_signal(signal.SIGUSR2)
+            assert process.wait(timeout=120) == 128 + signal.SIGUSR2
+        finally:
+            held.close()
+        state = sweep.status(plan)
+        assert state.state == "stopped" and 0 < state.samples < plan.samples
+        assert "stopped by SIGUSR2" in (plan.root / sweep.LOG).read_text()
+        assert list(job.iterdir()) == []  # nothing written outside the run folder
+        assert sweep.train(plan).state == "done"
 
     def test_submitit_local_executor_runs_two_runs(self, tmp_path, data_dir, monkeypatch):
         """The SLURM launcher's code path, on submitit's local executor (no cluster)."""
