@@ -60,14 +60,35 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     except Exception as error:  # whatever the reason, the file cannot be read as a checkpoint
         raise ValueError(f"{path} cannot be read as a checkpoint (truncated or damaged?): {error}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
         raise ValueError(f"{path} is not a Lightning checkpoint: it has no state_dict")
+    if strays := [str(name) for name, value in checkpoint["state_dict"].items() if not torch.is_tensor(value)]:
+        raise ValueError(f"{path} is not a checkpoint of this project: its state_dict holds values that are not tensors "
+                         f"({', '.join(strays[:3])}); it was not loaded.")
     refuse_foreign_code(checkpoint.get("hyper_parameters"), path)
     broken = non_finite_entries(checkpoint)
     if broken:
         raise ValueError(f"{path} holds non-finite values ({', '.join(broken[:3])}); it was not loaded. Resume from "
                          "an older checkpoint (--ckpt_path PATH) or start a fresh run.")
     return checkpoint
+
+
+#: What exact resume reads from a checkpoint besides the parameters: Lightning's loop state,
+#: optimizer and scheduler states, the callbacks' state and the samples evaluated.
+RESUME_STATE = {"loops": dict, "optimizer_states": list, "lr_schedulers": list, "callbacks": dict, "global_step": int,
+                "epoch": int, "samples_evaluated": int}
+
+
+def refuse_incomplete_for_resume(checkpoint: Mapping[str, Any], path: str | Path) -> None:
+    """``ValueError`` naming what is missing or malformed if ``checkpoint`` lacks any part of the
+    state that exact resume needs (:data:`RESUME_STATE`; Lightning's fit loop in ``loops``)."""
+    wrong = [key for key, kind in RESUME_STATE.items() if not isinstance(checkpoint.get(key), kind)
+             or isinstance(checkpoint.get(key), bool)]
+    if not wrong and not isinstance(checkpoint["loops"].get("fit_loop"), dict):
+        wrong = ["loops.fit_loop"]
+    if wrong:
+        raise ValueError(f"{path} lacks the training state a resume needs ({', '.join(wrong)} missing or malformed); "
+                         "it cannot continue a run exactly. Evaluate it with `test --ckpt_path`, or start a fresh run.")
 
 
 def refuse_foreign_code(hyper_parameters: Any, path: str | Path) -> None:
@@ -222,9 +243,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
+        except (OSError, RuntimeError) as error:  # a full disk, a file-size limit: the previous checkpoint is whole
+            Path(temporary).unlink(missing_ok=True)
+            # torch.save's archive writer reports a failed write as a RuntimeError of its own.
+            if isinstance(error, RuntimeError) and not re.search(r"unexpected pos|PytorchStreamWriter failed", str(error)):
+                raise
+            reason = error.strerror if isinstance(error, OSError) else "the write failed: disk full or a file-size limit?"
+            raise CheckpointWriteError(f"could not write the checkpoint {path} ({reason}); "
+                                       "the run's previous checkpoint is unchanged. Free space (or raise the limit), "
+                                       "then continue with --ckpt_path last") from None
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (the one before it is left as it was)."""
 
 
 #: The command line's step-checkpoint interval: 2,000 steps (2 x 10^5 samples at M = 100).

@@ -87,12 +87,15 @@ class ProgressFile(pl.Callback):
 
 
 def read_progress(folder: str | Path) -> dict[str, Any] | None:
-    """The progress a run folder's ``progress.json`` holds; ``None`` where there is none (or it
-    cannot be read)."""
+    """The progress a run folder's ``progress.json`` holds; ``None`` where there is none, or it
+    cannot be read, or it is not what :class:`ProgressFile` writes (a number under each key)."""
     try:
-        return json.loads((Path(folder) / PROGRESS_FILE).read_text())
+        progress = json.loads((Path(folder) / PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return None
+    keys = ("samples_evaluated", "max_steps", "global_step", "seconds", "samples_per_second")
+    numbers = isinstance(progress, dict) and all(isinstance(progress.get(key), int | float) for key in keys)
+    return progress if numbers and not any(isinstance(progress[key], bool) for key in keys) else None
 
 
 class SamplesProgressBar(TQDMProgressBar):

@@ -14,6 +14,7 @@ of that name exists.
 from __future__ import annotations
 
 import difflib
+import errno
 import inspect
 import logging
 import re
@@ -36,11 +37,13 @@ from lit_vae import baselines, reproduce, runs  # noqa: F401
 from lit_vae.callbacks.checkpoint import (
     EVERY_N_TRAIN_STEPS,
     AtomicCheckpointIO,
+    CheckpointWriteError,
     RunCheckpoint,
     RunState,
     architecture_differences,
     check_checkpoint,
     read_checkpoint,
+    refuse_incomplete_for_resume,
 )
 from lit_vae.callbacks.images import ImagesCallback, manifold_points
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
@@ -231,6 +234,10 @@ class VAECLI(LightningCLI):
         if config.ckpt_path is not None:
             self._find_checkpoint(config, logger)
         if self.subcommand == "fit" and config.ckpt_path is not None:
+            try:
+                refuse_incomplete_for_resume(self.checkpoint, config.ckpt_path)
+            except ValueError as error:
+                self.parser.error(f"--ckpt_path: {error}")
             self._resume(config, logger)
         elif config.ckpt_path is not None and logger is not None and not where_chosen:
             self._evaluate_in_its_run(config, logger)
@@ -528,8 +535,13 @@ def main() -> None:
     sys.argv[1:] = shipped_configs(sys.argv[1:])
     try:
         ran = cli()
-    except NonFiniteError as error:  # a numerical stop, explained in one line: no traceback
+    except (NonFiniteError, CheckpointWriteError) as error:  # explained in one line: no traceback
         raise SystemExit(f"error: {error}") from None
+    except OSError as error:
+        if error.errno not in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise SystemExit(f"error: could not write {error.filename or 'a file of the run'} ({error.strerror}); the last "
+                         "checkpoint is whole. Free space (or raise the limit), then continue with --ckpt_path last") from None
     stopped_by = getattr(ran.trainer.checkpoint_callback, "stopped_by", None)
     if stopped_by is not None:  # stopped by a signal, with a checkpoint: the shell's status for that signal
         raise SystemExit(128 + stopped_by)

@@ -70,18 +70,25 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def load_run(folder: Path) -> Run:
-    """Read a run's scalars and, from its ``config.yaml`` (or ``hparams.yaml``), what it trained."""
+    """Read a run's scalars and, from its ``config.yaml`` (or ``hparams.yaml``), what it trained;
+    ``ValueError`` in one line for a file that cannot be read so. The class paths in those files
+    are read as names, never imported."""
     config_file = folder / "config.yaml"
-    if config_file.is_file():
-        config = yaml.safe_load(config_file.read_text())
-        model, data = config["model"], config["data"]
-        dataset = dataset_name(data["class_path"])
-        method_class = model["class_path"].rpartition(".")[2]
-        latent_dim, train_size = model["init_args"]["latent_dim"], data["init_args"]["train_size"]
-    else:  # a run made from Python without the CLI: the model's saved hyperparameters
-        hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
-        dataset = _DATASETS_BY_SIZE.get(hparams["input_dim"], f"D = {hparams['input_dim']}")
-        method_class, latent_dim, train_size = "VAE", hparams["latent_dim"], hparams["train_size"]
+    try:
+        if config_file.is_file():
+            config = yaml.safe_load(config_file.read_text())
+            model, data = config["model"], config["data"]
+            dataset = dataset_name(str(data["class_path"]))
+            method_class = str(model["class_path"]).rpartition(".")[2]
+            latent_dim, train_size = int(model["init_args"]["latent_dim"]), int(data["init_args"]["train_size"])
+        else:  # a run made from Python without the CLI: the model's saved hyperparameters
+            config_file = folder / "hparams.yaml"
+            hparams = yaml.safe_load(config_file.read_text())
+            dataset = _DATASETS_BY_SIZE.get(hparams["input_dim"], f"D = {hparams['input_dim']}")
+            method_class, latent_dim, train_size = "VAE", int(hparams["latent_dim"]), int(hparams["train_size"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{config_file} does not say what the run trained ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else error!r}); the run is left out") from None
     return Run(folder, dataset, METHODS.get(method_class, method_class), latent_dim, train_size, read_scalars(folder))
 
 
@@ -221,7 +228,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         folders = find_runs(args.runs)
     except FileNotFoundError as error:
         parser.error(str(error))
-    out = draw([load_run(folder) for folder in folders], args.figure, args.out or Path(f"figure{args.figure}.png"), args.paper, args.start)
+    try:
+        loaded = [load_run(folder) for folder in folders]
+    except ValueError as error:
+        parser.error(str(error))
+    out = draw(loaded, args.figure, args.out or Path(f"figure{args.figure}.png"), args.paper, args.start)
     print(f"wrote {out} from {len(folders)} run(s)")
 
 

@@ -251,7 +251,13 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
             progress = read_progress(folder) or {}
             meta = {"run": plan.name, "seed": plan.seed, "figure": plan.spec.figure, "panel": plan.spec.panel, "planned": plan.samples,
                     **{key: progress.get(key) for key in ("samples_evaluated", "seconds", "samples_per_second")}}
-            path = export_curves(load_run(folder), meta, to / "curves" / csv_name)
+            try:
+                run = load_run(folder)
+            except ValueError as error:
+                print(f"report: {error}", file=sys.stderr)
+                missing.append(plan.name)
+                continue
+            path = export_curves(run, meta, to / "curves" / csv_name)
             collected.append(read_curves(path))
         elif found := [folder / csv_name for folder in curves if (folder / csv_name).is_file()]:
             collected.append(read_curves(found[0]))
