@@ -404,7 +404,7 @@ class VAECLI(LightningCLI):
             return
         try:
             runs.lock_folder(Path(folder))
-        except BlockingIOError as error:
+        except (BlockingIOError, runs.LockUnavailableError) as error:
             self.parser.error(str(error))
         rank_zero_info(f"run folder: {Path(folder).resolve()}")
         checkpoints = Path(self.config.fit.ckpt_path).parent if self.checkpoint is not None else None

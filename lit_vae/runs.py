@@ -18,6 +18,8 @@ except ImportError:  # Windows: no advisory locks of this kind; runs are not loc
 
 LAST = "last.ckpt"
 LOCK = ".lock"
+#: Set to run without folder locks, on file systems that have none.
+NO_LOCKS = "LIT_VAE_NO_LOCKS"
 
 _held: list[IO[str]] = []  # the lock files of the run folders this process writes to
 
@@ -129,7 +131,7 @@ def take_lock(folder: Path) -> IO[str] | None:
     the folder); ``BlockingIOError`` naming the holder if another process (or another handle of
     this one) has it."""
     folder.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
+    if not locking():
         (folder / LOCK).write_text(str(os.getpid()))
         return None
     handle = open(folder / LOCK, "a+")  # noqa: SIM115 - held open on purpose: the lock lives as long as it
@@ -141,6 +143,10 @@ def take_lock(folder: Path) -> IO[str] | None:
         handle.close()
         raise BlockingIOError(f"{folder} is in use by another run (PID {holder}): wait for it to end, or stop it, "
                               "before resuming this run again") from None
+    except OSError as error:  # no locks on this file system (some cluster mounts)
+        handle.close()
+        raise LockUnavailableError(f"cannot lock {folder / LOCK}: {error.strerror} (a file system without locks?). "
+                                   f"If no other process trains this run, set {NO_LOCKS}=1 to run without locks") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -151,14 +157,25 @@ def take_lock(folder: Path) -> IO[str] | None:
 def lock_holder(folder: Path) -> str | None:
     """The PID (as recorded) of the process that holds ``folder``'s lock; ``None`` if no process
     holds it (or locks are not available here)."""
-    if fcntl is None or not (folder / LOCK).exists():
+    if not locking() or not (folder / LOCK).exists():
         return None
     with open(folder / LOCK) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return handle.read().strip() or "unknown"
+        except OSError:  # no locks here: nobody can be known to hold it
+            return None
     return None
+
+
+class LockUnavailableError(OSError):
+    """The file system refuses locks for a reason other than another holder."""
+
+
+def locking() -> bool:
+    """Whether run folders are locked: where ``fcntl`` exists, unless ``$LIT_VAE_NO_LOCKS`` is set."""
+    return fcntl is not None and not os.environ.get(NO_LOCKS)
 
 
 def release_folders() -> None:

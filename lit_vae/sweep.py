@@ -223,6 +223,8 @@ def claim(plan: Plan) -> IO[str] | None:
         return runs.take_lock(plan.root) or open(os.devnull)
     except BlockingIOError:
         return None
+    except runs.LockUnavailableError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def start(plan: Plan) -> subprocess.Popen:

@@ -3,6 +3,7 @@ line that names the file, nothing it names is imported, and nothing saved is cha
 checkpoints that unpickle code or name a module are in ``test_checkpoint_safety.py``; a
 checkpoint linked into another run in ``test_reliability.py``.)"""
 
+import errno
 import os
 import resource
 import shutil
@@ -12,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from lit_vae import sweep
+from lit_vae import runs, sweep
 from lit_vae.callbacks.checkpoint import read_checkpoint
 from lit_vae.callbacks.progress import PROGRESS_FILE, read_progress
 from lit_vae.figures import main as figures
@@ -114,3 +115,19 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays_whole(tmp_path, d
     assert message.startswith("error: could not write the checkpoint") and "epoch=0-step=10.ckpt" in message
     assert "Traceback" not in done.stderr
     assert list((tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_file_system_without_locks_says_so_and_runs_when_asked(tmp_path, data_dir, capsys, monkeypatch):
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
+    with pytest.raises(SystemExit) as exit_:
+        fit(tmp_path, data_dir, *ARGS, "--trainer.max_steps=5")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "cannot lock" in line and "No locks available" in line and "LIT_VAE_NO_LOCKS=1" in line
+    reproduce(["--out", str(tmp_path / "runs"), "--run", "figure2_mnist_nz3", "--status"])  # status needs no lock
+    monkeypatch.setenv("LIT_VAE_NO_LOCKS", "1")
+    fit(tmp_path, data_dir, *ARGS, "--trainer.max_steps=5", "--trainer.logger.init_args.version=1")
+    assert (tmp_path / "runs" / "mnist_nz20" / "version_1" / "checkpoints" / "last.ckpt").is_file()
