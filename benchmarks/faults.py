@@ -1,6 +1,8 @@
-"""Fault injection: a real MNIST run killed with SIGKILL again and again, resumed each time.
+"""Fault injection: a real MNIST run killed with SIGKILL again and again, resumed each time;
+or a whole sweep whose workers and sweep process are killed at random.
 
     python benchmarks/faults.py                # 10 kills over 10^6 samples of configs/mnist.yaml
+    python benchmarks/faults.py --sweep        # 4 runs of lit-vae reproduce, 8 kills, then finished
 
 1. ``train.py fit --config configs/mnist.yaml`` to ``--samples`` training samples, uninterrupted,
    with a validation after every second epoch (``--validate-every 2``) and a checkpoint at every
@@ -17,6 +19,13 @@
 3. Prints each kill (its step and epoch, the checkpoint the resume started from, whether a
    validation lay in between), whether the final parameters and Adagrad state are identical, and
    whether every logged point (as TensorBoard shows it: tags, steps and values) is identical.
+
+With ``--sweep``: ``lit-vae reproduce`` of 4 small Frey Face runs (AEVB and wake-sleep, 2 seeds,
+hidden 50, 2 workers), once uninterrupted and once with ``--kills`` SIGKILLs at random times
+(``random.Random(--seed)``), each of a random training process of the sweep or of the sweep's
+own process (its runs die with it), the same command started again after each; then the same
+command until done. Prints each kill and whether every run's final parameters and Adagrad state
+are identical to the uninterrupted sweep's.
 """
 
 from __future__ import annotations
@@ -94,6 +103,60 @@ def same_state(a: dict, b: dict) -> bool:
     return parameters and all(torch.equal(sa["state"][i][k], sb["state"][i][k]) for i in sa["state"] for k in sa["state"][i])
 
 
+SWEEP = {"runs": [
+    {"name": name, "figure": 2, "panel": "frey_face_nz2", "config": config, "samples": 100_000,
+     "args": {"model.init_args.latent_dim": 2, "model.init_args.hidden_dim": 50}}
+    for name, config in (("aevb", "frey_face"), ("wake_sleep", "figure2_wake_sleep_frey_face"))]}
+
+
+def sweep_with_kills(folder: Path, kills: int, seed: int, env: dict) -> None:
+    """The ``--sweep`` benchmark (see the module's docstring)."""
+    import yaml
+
+    from lit_vae import runs, sweep
+
+    manifest = folder / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump(SWEEP))
+
+    def reproduce(out: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "lit_vae", "reproduce", "--manifest", str(manifest), "--seeds", "2",
+                                 "--workers", "2", "--out", str(out)], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    started = time.perf_counter()
+    if reproduce(folder / "whole").wait() != 0:
+        raise SystemExit("the uninterrupted sweep failed")
+    rng = random.Random(seed)
+    out = folder / "killed"
+    for kill in range(kills):
+        process = reproduce(out)
+        time.sleep(rng.uniform(6.0, 30.0))
+        workers = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+        if process.poll() is not None:
+            print(f"  kill {kill + 1}: the sweep had already finished")
+            continue
+        victim, what = (rng.choice(workers), "a training process") if workers and rng.random() < 0.5 else (process.pid, "the sweep")
+        os.kill(victim, signal.SIGKILL)
+        process.wait()
+        time.sleep(0.5)  # a killed sweep's runs die with it (PR_SET_PDEATHSIG)
+        plans = [sweep.Plan(spec, spec.samples, out, s, 1) for spec in sweep.load_manifest(manifest) for s in (1, 2)]
+        states = ", ".join(f"{p.name} {sweep.status(p).samples:,}" for p in plans)
+        print(f"  kill {kill + 1}: SIGKILL to {what} (PID {victim}); samples saved: {states}")
+    attempts = 0
+    while reproduce(out).wait() != 0:  # a run killed last is retried by the same command
+        attempts += 1
+        if attempts > 3:
+            raise SystemExit("the killed sweep did not finish")
+    identical = []
+    for spec in sweep.load_manifest(manifest):
+        for s in (1, 2):
+            name = spec.name if s == 1 else f"{spec.name}_seed{s}"
+            a, b = (torch.load(runs.resume_checkpoint(root / name), weights_only=True) for root in (folder / "whole", out))
+            identical.append(same_state(a, b) and a["global_step"] == b["global_step"])
+            print(f"  {name}: final parameters and Adagrad state identical to the uninterrupted sweep's: {identical[-1]}")
+    print(f"{sum(identical)} of {len(identical)} runs identical after {kills} kills; {time.perf_counter() - started:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1_000_000, help="training samples of each run (M = 100)")
@@ -103,7 +166,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=os.environ.get("LIT_VAE_DATA_DIR", "data"))
+    parser.add_argument("--sweep", action="store_true", help="kill the workers and the process of a sweep instead (--kills 8)")
     args = parser.parse_args()
+    if args.sweep:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "LIT_VAE_DATA_DIR": str(Path(args.data_dir).resolve())}
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"a sweep of 4 runs, {args.kills} SIGKILLs at random (seed {args.seed}):")
+            sweep_with_kills(Path(tmp), args.kills, args.seed, env)
+        return
     steps = args.samples // 100
     kill_steps = sorted(random.Random(args.seed).sample(range(1, steps), args.kills))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
