@@ -2,7 +2,8 @@
 checkpoints. They know a model by the members of ``lit_vae.interfaces`` they read, never by its
 class (a contract of the layers check)."""
 
-from lit_vae.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint, RunState
+from lit_vae.callbacks.checkpoint import RunCheckpoint, RunState
+from lit_vae.callbacks.checkpoint_files import AtomicCheckpointIO
 from lit_vae.callbacks.images import ImagesCallback
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback

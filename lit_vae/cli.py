@@ -34,12 +34,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 # baselines imported so that `--model WakeSleep` / `--model MCEM` resolve by class name, as VAE does.
 from lit_vae import baselines, reproduce, runs  # noqa: F401
-from lit_vae.callbacks.checkpoint import (
-    EVERY_N_TRAIN_STEPS,
+from lit_vae.callbacks.checkpoint import EVERY_N_TRAIN_STEPS, RunCheckpoint, RunState
+from lit_vae.callbacks.checkpoint_files import (
     AtomicCheckpointIO,
     CheckpointWriteError,
-    RunCheckpoint,
-    RunState,
     architecture_differences,
     check_checkpoint,
     read_checkpoint,

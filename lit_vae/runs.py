@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import IO, Any
 
-from lit_vae.callbacks.checkpoint import stored_step
+from lit_vae.callbacks.checkpoint_files import stored_step
 
 try:
     import fcntl

@@ -26,7 +26,8 @@ from typing import IO, Any
 import yaml
 
 from lit_vae import runs
-from lit_vae.callbacks.checkpoint import EVERY_N_TRAIN_STEPS, stored_value
+from lit_vae.callbacks.checkpoint import EVERY_N_TRAIN_STEPS
+from lit_vae.callbacks.checkpoint_files import stored_value
 from lit_vae.callbacks.progress import read_progress
 from lit_vae.configs import config_file, config_names
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lit_vae import VAE
-from lit_vae.callbacks.checkpoint import read_checkpoint
+from lit_vae.callbacks.checkpoint_files import read_checkpoint
 from lit_vae.cli import cli
 from tests.helpers import REPO, snapshot
 

@@ -11,6 +11,7 @@ import lightning
 import pytest
 from packaging.requirements import Requirement
 
+from lit_vae.callbacks.lightning_loop_state import check_lightning_version
 from lit_vae.cli import shipped_config, shipped_configs
 from tests.helpers import REPO
 
@@ -45,6 +46,14 @@ def test_lightning_is_a_tested_version():
     assert requirement.specifier.contains(lightning.__version__), (
         f"lightning {lightning.__version__} is not a version this project was tested on ({requirement.specifier}); "
         "run the whole suite on it, then widen the bound in pyproject.toml")
+
+
+def test_the_loop_state_workaround_names_the_versions_it_is_verified_on():
+    """The rewrite of Lightning's saved loop state (exact resume at epoch ends) says when it runs
+    on a Lightning it was not verified on; the installed one is verified."""
+    assert check_lightning_version(lightning.__version__)
+    with pytest.warns(UserWarning, match=r"Lightning 2\.7\.0: exact resume at epoch ends .* verified on Lightning 2\.6 only"):
+        assert not check_lightning_version("2.7.0")
 
 
 def test_the_wheel_installs_one_name_with_its_configs_and_data(built):
@@ -89,14 +98,21 @@ class TestShippedConfigs:
         monkeypatch.chdir(tmp_path)
         (path,) = {shipped_config("mnist"), shipped_config("mnist.yaml")}
         assert Path(path).name == "mnist.yaml" and Path(path).read_text() == (REPO / "configs" / "mnist.yaml").read_text()
-        assert shipped_configs(["fit", "--config", "frey_face", "-c=mnist", "--config=x.yaml", "--model.latent_dim", "mnist"]) == [
-            "fit", "--config", shipped_config("frey_face"), f"-c={path}", "--config=x.yaml", "--model.latent_dim", "mnist"]
+        assert shipped_configs(["fit", "--config", "frey_face", "-c=mnist", "--model.latent_dim", "mnist"]) == [
+            "fit", "--config", shipped_config("frey_face"), f"-c={path}", "--model.latent_dim", "mnist"]
 
     def test_a_file_of_that_name_wins(self, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         (tmp_path / "mnist").write_text("trainer: {}\n")
         assert shipped_config("mnist") == "mnist"
-        assert shipped_config("no_such_config") == "no_such_config"  # jsonargparse then says it is missing
+
+    @pytest.mark.parametrize("name", ["no_such_config", "x.yaml", "../configs/mnist", "__init__"])
+    def test_a_name_that_is_neither_is_one_line(self, tmp_path, monkeypatch, capsys, name):
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(SystemExit) as exit_:
+            shipped_config(name)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.startswith(f"error: --config: no file {name}, and no shipped config of that name")
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from lit_vae import runs
-from lit_vae.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
+from lit_vae.callbacks.checkpoint import RunCheckpoint
+from lit_vae.callbacks.checkpoint_files import AtomicCheckpointIO
 from lit_vae.events import read_scalars
 from lit_vae.interfaces import NonFiniteError
 from tests.helpers import REPO, evaluate, fit, parameters, snapshot

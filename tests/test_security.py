@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lit_vae import runs, sweep
-from lit_vae.callbacks.checkpoint import read_checkpoint
+from lit_vae.callbacks.checkpoint_files import read_checkpoint
 from lit_vae.callbacks.progress import PROGRESS_FILE, read_progress
 from lit_vae.figures import main as figures
 from lit_vae.reproduce import main as reproduce
