@@ -115,6 +115,7 @@ class RunCheckpoint(ModelCheckpoint):
         return orphans
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)  # starts the clock of train_time_interval
         # After Lightning registered its own handlers (they are restored when the loop ends).
         if threading.current_thread() is threading.main_thread():
             for signum in self.stop_signals:

@@ -107,6 +107,16 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_resume_is_exact(whol
     assert_same_run(whole_unsaved, run)
 
 
+@pytest.mark.slow
+def test_a_time_interval_writes_step_checkpoints_beside_the_step_interval(tmp_path, data_dir):
+    """--checkpoint.train_time_interval (Lightning's): a zero interval writes a step checkpoint at
+    every step (the newest kept) where the step interval (every 1,000) would write none."""
+    fit(tmp_path, data_dir, *ARGS, "--trainer.max_steps=25", "--checkpoint.every_n_train_steps=0",
+        "--checkpoint.train_time_interval=0:00:00")
+    folder = tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch=2-step=25.ckpt", "last.ckpt"]
+
+
 def test_the_command_exits_with_the_signals_status(tmp_path, data_dir):
     stopped = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"), *ARGS,
