@@ -3,6 +3,7 @@
 
 import pickle
 
+import lightning
 import pytest
 import torch
 
@@ -81,7 +82,8 @@ def naming(tmp_path, monkeypatch):
         hyper_parameters = {"_class_path": "lit_vae.VAE", **dict(model.hparams),
                             "_instantiator": "lightning.pytorch.cli.instantiate_module", **edits}
         path = tmp_path / "crafted.ckpt"
-        torch.save({"state_dict": model.state_dict(), "hyper_parameters": hyper_parameters}, path)
+        torch.save({"state_dict": model.state_dict(), "hyper_parameters": hyper_parameters,
+                    "pytorch-lightning_version": lightning.__version__}, path)
         return path
 
     return make, marker
@@ -99,6 +101,8 @@ def test_a_checkpoint_naming_a_module_is_refused_before_it_is_imported(naming, t
             cli(command(subcommand, tmp_path, f"--ckpt_path={path}"))
         message = capsys.readouterr().err.strip().splitlines()[-1]
         assert str(path) in message and "payload." in message and "was not loaded" in message
+    with pytest.raises((ValueError, TypeError)):  # Lightning's allowlist, or the unknown argument
+        VAE.load_from_checkpoint(path)
     assert not marker.exists()
 
 
