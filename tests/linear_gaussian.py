@@ -34,9 +34,11 @@ class LinearGaussian:
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.latent_dim, generator=generator, dtype=torch.float64)
 
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        return Normal(z @ self.W.T + self.b, self.sigma).log_prob(x).sum(-1)
+
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
-        mean = z @ self.W.T + self.b
-        return Normal(mean, self.sigma).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(z).sum(-1)
+        return self.log_likelihood(x, z) + Normal(0.0, 1.0).log_prob(z).sum(-1)
 
     def exact_log_marginal(self, x: Tensor) -> Tensor:
         cov = self.W @ self.W.T + self.sigma**2 * torch.eye(len(self.b), dtype=torch.float64)
