@@ -3,7 +3,7 @@
 See ``python train.py --help`` and the README.
 """
 
-from lit_vae.cli import main
+from lit_vae.__main__ import main
 
 if __name__ == "__main__":
     main()

@@ -13,16 +13,11 @@ of that name exists.
 
 from __future__ import annotations
 
-import difflib
-import errno
 import inspect
-import logging
-import re
-import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
@@ -33,11 +28,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 # baselines imported so that `--model WakeSleep` / `--model MCEM` resolve by class name, as VAE does.
-from lit_vae import baselines, reproduce, runs  # noqa: F401
+from lit_vae import baselines, runs  # noqa: F401
 from lit_vae.callbacks.checkpoint import EVERY_N_TRAIN_STEPS, RunCheckpoint, RunState
 from lit_vae.callbacks.checkpoint_files import (
     AtomicCheckpointIO,
-    CheckpointWriteError,
     architecture_differences,
     check_checkpoint,
     read_checkpoint,
@@ -49,9 +43,8 @@ from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from lit_vae.callbacks.predictions import PredictionWriter
 from lit_vae.callbacks.progress import SamplesProgressBar
 from lit_vae.callbacks.summary import ParameterSummary
-from lit_vae.configs import config_file, config_names
+from lit_vae.console import OneLineErrors, description, shipped_configs, silence_what_does_not_apply
 from lit_vae.generative import GenerativeModel
-from lit_vae.interfaces import NonFiniteError
 
 #: 10^7 training samples at M = 100: the right end of Figure 2.
 DEFAULT_MAX_STEPS = 100_000
@@ -79,63 +72,6 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": None, "default_hp_metric": False},
     },
 }
-
-
-class OneLineErrors(LightningArgumentParser):
-    """LightningCLI's parser, whose errors are one line: what was wrong, and for an unknown
-    option the closest valid ones, without the usage block of some 200 options before it."""
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error:  # jsonargparse parsing a nested value: it catches this and goes on
-            super().error(message, ex)
-        sys.stderr.write(f"error: {short_error(message, self)}\n")
-        sys.exit(2)
-
-
-def short_error(message: str, parser: LightningArgumentParser) -> str:
-    """The line of a parser's ``message`` that names the problem, with the closest valid names
-    where it is an option that does not exist."""
-    if unknown := re.search(r"unrecognized arguments: (--[\w.]+)", message, re.IGNORECASE):
-        option = unknown.group(1)
-        valid = [name for action in parser._actions for name in action.option_strings if name.startswith("--")]
-        return f"no option {option}{_closest(option, valid, '')}"
-    if unknown := re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message):
-        class_path, name = unknown.groups()
-        module, _, cls = class_path.rpartition(".")
-        klass = getattr(sys.modules.get(module), cls, None)  # imported by the parser already: nothing new is imported
-        if isinstance(klass, type):
-            options = {parameter for base in klass.__mro__ if "__init__" in vars(base)
-                       for parameter in inspect.signature(base.__init__).parameters} - {"self", "args", "kwargs"}
-            return f"{cls} has no option {name}{_closest(name, sorted(options), '--model.init_args.')}"
-    if unknown := re.search(r"Expected a dot import path string: ([\w.]+)", message):
-        keys = re.findall(r'Parser key "([\w.]+)"', message)
-        if keys and keys[0] in CLASS_CHOICES:
-            return f"--{keys[0]} {unknown.group(1)}: no such class{_closest(unknown.group(1), CLASS_CHOICES[keys[0]], '')}; " \
-                   f"choose from {', '.join(CLASS_CHOICES[keys[0]])}"
-    return _reason(message)
-
-
-#: The classes --model and --data take by name.
-CLASS_CHOICES = {"model": ["VAE", "WakeSleep", "MCEM"], "data": ["MNISTDataModule", "FreyFaceDataModule"]}
-
-#: jsonargparse's frames around the reason of a failed value: none of them says what was wrong.
-_FRAMES = re.compile(r"Parser key|Does not validate|Subtypes:|Errors:|Problem with given class_path|Given value|"
-                     r"Expected a <class 'NoneType'>")
-
-
-def _reason(message: str) -> str:
-    """The reason in a jsonargparse message, after the option it concerns (from its nested
-    ``Parser key`` lines), e.g. ``--model.init_args.estimator: Expected a typing.Literal['A', 'B']``."""
-    lines = [re.sub(r"^\s*- ", "", re.sub(r'^\s*Parser key "[\w.]+":\s*', "", line)).strip() for line in message.splitlines()]
-    reasons = [line for line in lines if line and not _FRAMES.search(line)]
-    keys = re.findall(r'Parser key "([\w.]+)"', message)
-    option = f"--{keys[0]}.init_args.{'.'.join(keys[1:])}: " if len(keys) > 1 else f"--{keys[0]}: " if keys else ""
-    return option + "; ".join(reasons) if reasons else message.strip().splitlines()[0]
-
-
-def _closest(name: str, valid: list[str], prefix: str) -> str:
-    close = difflib.get_close_matches(name, valid, n=3)
-    return f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else " (--help lists the options)"
 
 
 class SaveConfigOnce(SaveConfigCallback):
@@ -438,71 +374,6 @@ def logger_args(logger: object) -> Namespace | None:
     return logger.init_args if isinstance(logger, Namespace) and "init_args" in logger else None
 
 
-CONFIG_FLAGS = ("--config", "-c")
-
-
-def shipped_configs(args: list[str]) -> list[str]:
-    """``args`` with each ``--config NAME`` (``-c NAME``, ``--config=NAME``) that names no file
-    but a config shipped with the package (``mnist`` or ``mnist.yaml``) given that config's path."""
-    resolved = []
-    for i, arg in enumerate(args):
-        flag, eq, value = arg.partition("=")
-        if eq and flag in CONFIG_FLAGS:
-            arg = f"{flag}={shipped_config(value)}"
-        elif i > 0 and args[i - 1] in CONFIG_FLAGS:
-            arg = shipped_config(arg)
-        resolved.append(arg)
-    return resolved
-
-
-def shipped_config(name: str) -> str:
-    """``name`` itself if a file of that name exists, else the path of the package's config
-    ``name`` (``.yaml`` may be left out); a name that is neither ends the command in one line
-    naming the shipped configs."""
-    if Path(name).exists():
-        return name
-    try:
-        return str(config_file(name))
-    except ValueError as error:
-        sys.stderr.write(f"error: --config: {error}\n")
-        sys.exit(2)
-
-
-class _NoTips(logging.Filter):
-    """Drops Lightning's advertising tips (the "litlogger" one on every run), and its note that
-    it leaves out its default model summary, which this CLI replaces by its own on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(("\N{ELECTRIC LIGHT BULB} Tip:", "Trainer already configured with model summary"))
-
-
-def silence_what_does_not_apply() -> None:
-    """Lightning's messages that say nothing about this project's runs: its tips; the warning
-    that an epoch (Frey Face's 16 minibatches) is shorter than ``log_every_n_steps``, which only
-    concerns per-step ``self.log`` calls (the models here log against samples evaluated, at epoch
-    ends and schedule points); that a data set without a validation split (Frey Face) skips
-    validation; that the prediction loop cannot track batch indices (the prediction writer
-    reads each datapoint's row from its batch); and a deprecation inside Lightning's own code
-    that no user can act on."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
-    for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
-                    r"You defined a `validation_step` but have no `val_dataloader`",
-                    r"Couldn't infer the batch indices fetched from your dataloader",
-                    r"`isinstance\(treespec, LeafSpec\)` is deprecated"):
-        warnings.filterwarnings("ignore", message=message)
-
-
-def description() -> str:
-    """What ``--help`` says of the tool: what it runs, the shipped configs, the models."""
-    return (
-        "lit-vae: Kingma & Welling, Auto-Encoding Variational Bayes (arXiv 1312.6114), on PyTorch Lightning. "
-        f"Train with `fit --config NAME` (shipped configs: {', '.join(config_names())}), resume with "
-        "`--ckpt_path last`, evaluate with `test --ckpt_path last`. Models (--model): VAE (AEVB, the default), "
-        "WakeSleep, MCEM (lit_vae.baselines); `fit --model.help VAE` lists a model's options. "
-        "`lit-vae reproduce --help`: the paper's figures in one command."
-    )
-
-
 def cli(args: list[str] | None = None) -> VAECLI:
     """Build and run the CLI on ``args`` (default: the command line); returns it, with its trainer."""
     silence_what_does_not_apply()
@@ -522,24 +393,3 @@ def cli(args: list[str] | None = None) -> VAECLI:
         )
     finally:  # the fit has ended (or failed): its run folder is free for the next
         runs.release_folders()
-
-
-def main() -> None:
-    """Entry point of ``train.py``, ``python -m lit_vae`` and the ``lit-vae`` console script;
-    ``lit-vae reproduce ...`` is :mod:`lit_vae.reproduce`."""
-    if sys.argv[1:2] == ["reproduce"]:
-        reproduce.main(sys.argv[2:])
-        return
-    sys.argv[1:] = shipped_configs(sys.argv[1:])
-    try:
-        ran = cli()
-    except (NonFiniteError, CheckpointWriteError) as error:  # explained in one line: no traceback
-        raise SystemExit(f"error: {error}") from None
-    except OSError as error:
-        if error.errno not in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise SystemExit(f"error: could not write {error.filename or 'a file of the run'} ({error.strerror}); the last "
-                         "checkpoint is whole. Free space (or raise the limit), then continue with --ckpt_path last") from None
-    stopped_by = getattr(ran.trainer.checkpoint_callback, "stopped_by", None)
-    if stopped_by is not None:  # stopped by a signal, with a checkpoint: the shell's status for that signal
-        raise SystemExit(128 + stopped_by)
