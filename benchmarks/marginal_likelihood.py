@@ -34,8 +34,8 @@ from benchmarks.throughput import plain_loop  # noqa: E402
 from lit_vae import VAE  # noqa: E402
 from lit_vae.appendix_d import APPENDIX_D, AppendixD  # noqa: E402
 from lit_vae.datamodules import MNISTDataModule  # noqa: E402
+from lit_vae.linear_gaussian import LinearGaussian  # noqa: E402
 from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal  # noqa: E402
-from tests.linear_gaussian import LinearGaussian  # noqa: E402
 
 
 def accuracy() -> None:

@@ -4,6 +4,8 @@ what a run left behind. (Fixtures are in conftest.py.)"""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -30,6 +32,16 @@ def fit(tmp_path: Path, data_dir: Path, *args: str, config: str = "mnist.yaml") 
     ])
 
 
+def train_process(subcommand: str, *args: str, config: str = "mnist.yaml", cwd: Path = REPO, timeout: float = 300,
+                  **popen: object) -> subprocess.CompletedProcess:
+    """``python train.py <subcommand> --config configs/<config> <args>`` in a process of its own
+    (one torch thread), its output captured as text: for what only a process shows (exit
+    status, signals, resource limits, DDP)."""
+    return subprocess.run([sys.executable, str(REPO / "train.py"), subcommand, "--config", str(REPO / "configs" / config), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, **popen)  # type: ignore[call-overload]
+
+
 def evaluate(save_dir: Path, data_dir: Path, checkpoint: Path | str, *args: str, config: str = "mnist.yaml") -> VAECLI:
     """``train.py test`` of ``checkpoint``, logging under ``save_dir``."""
     return cli([
@@ -50,6 +62,18 @@ def parameters(checkpoint: Path) -> dict[str, torch.Tensor]:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes: to check that nothing was written or changed."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class KillAt(pl.Callback):
+    """SIGKILL to its own process at the start of training step ``step``: no handler, no flush,
+    no cleanup, as the out-of-memory killer or a pre-empted node does it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), 9)
 
 
 class SignalAt(pl.Callback):

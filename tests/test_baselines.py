@@ -11,9 +11,9 @@ from torch import nn
 from lit_vae.baselines import MCEM, WakeSleep
 from lit_vae.datamodules.base import InMemoryDataModule
 from lit_vae.events import read_scalars
+from lit_vae.linear_gaussian import LinearGaussian
 from lit_vae.networks import BernoulliMLPDecoder, GaussianMLPDecoder
 from tests.helpers import fit, parameters
-from tests.linear_gaussian import LinearGaussian
 
 
 class LinearGaussianDecoder(nn.Module):

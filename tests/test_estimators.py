@@ -16,8 +16,8 @@ from lit_vae.estimators import (
     sgvb_b,
     standard_normal_log_density,
 )
+from lit_vae.linear_gaussian import LinearGaussian
 from lit_vae.networks import BernoulliMLPDecoder, init_normal_
-from tests.linear_gaussian import LinearGaussian
 
 
 def _posterior(batch=4, latent=3, seed=0):

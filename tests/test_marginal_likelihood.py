@@ -7,8 +7,8 @@ import torch
 
 from lit_vae.appendix_d import AppendixD
 from lit_vae.hmc import hmc
+from lit_vae.linear_gaussian import LinearGaussian
 from lit_vae.marginal_likelihood import fit_density, hmc_log_marginal, importance_log_marginal, prior_search
-from tests.linear_gaussian import LinearGaussian
 
 
 class TestHMC:

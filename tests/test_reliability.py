@@ -6,8 +6,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 
 import lightning.pytorch as pl
 import numpy as np
@@ -19,7 +17,7 @@ from lit_vae.callbacks.checkpoint import RunCheckpoint
 from lit_vae.callbacks.checkpoint_files import AtomicCheckpointIO
 from lit_vae.events import read_scalars
 from lit_vae.interfaces import NonFiniteError
-from tests.helpers import REPO, evaluate, fit, parameters, snapshot
+from tests.helpers import evaluate, fit, parameters, snapshot, train_process
 
 SMALL = ("--model.init_args.hidden_dim=50", "--trainer.max_steps=40", "--checkpoint.every_n_train_steps=10")
 
@@ -64,12 +62,8 @@ class TestNonFinite:
             assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
 
     def test_console_prints_one_clear_line(self, tmp_path, data_dir):
-        result = subprocess.run(
-            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-             f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-             "--progress_bar.refresh_rate=0", *SMALL, *inject(25)],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
-        )
+        result = train_process("fit", f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                               "--progress_bar.refresh_rate=0", *SMALL, *inject(25))
         assert result.returncode == 1
         assert "error: training step 26 (after 2,500 training samples): the parameters decoder.hidden.weight" in result.stderr
         assert "Traceback" not in result.stderr
@@ -355,19 +349,15 @@ class TestKillAndResume:
             "--trainer.max_steps=200", "--progress_bar.refresh_rate=0")
 
     def train(self, tmp_path, data_dir, *args):
-        return subprocess.run(
-            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-             f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-             *self.ARGS, *args],
-            cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        return train_process("fit", f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                             *self.ARGS, *args)
 
     # 15 steps after a checkpoint, 5 after an epoch end and a test point. (A kill 17 steps after a
     # checkpoint alone, once a second case here, is within tests/test_resume.py's chains of stops.)
     @pytest.mark.parametrize("kill_at", [105])
     def test_sigkill_then_resume_equals_uninterrupted(self, tmp_path, data_dir, kill_at):
         assert self.train(tmp_path / "whole", data_dir).returncode == 0
-        killed = self.train(tmp_path / "parts", data_dir, "--trainer.callbacks+=benchmarks.faults.KillAt",
+        killed = self.train(tmp_path / "parts", data_dir, "--trainer.callbacks+=tests.helpers.KillAt",
                             f"--trainer.callbacks.step={kill_at}")
         assert killed.returncode == -signal.SIGKILL
         resumed = self.train(tmp_path / "parts", data_dir, "--ckpt_path=last")

@@ -4,11 +4,9 @@ never stopped ends: the same parameters, optimizer state, loop position, checkpo
 every point TensorBoard shows."""
 
 import logging
-import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALARS, EventAccumulator
 
 from lit_vae.events import read_scalars
-from tests.helpers import REPO, fit, load
+from tests.helpers import fit, load, train_process
 
 # 1,000 training images: 10 steps an epoch; validation after every second epoch (steps 20, 40, ...).
 ARGS = ("--model.init_args.hidden_dim=20", "--data.init_args.train_size=1000", "--trainer.check_val_every_n_epoch=2",
@@ -118,24 +116,18 @@ def test_a_time_interval_writes_step_checkpoints_beside_the_step_interval(tmp_pa
 
 
 def test_the_command_exits_with_the_signals_status(tmp_path, data_dir):
-    stopped = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"), *ARGS,
-         f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-         "--progress_bar.refresh_rate=0", "--trainer.max_steps=50", "--trainer.callbacks+=tests.helpers.SignalAt",
-         "--trainer.callbacks.step=5", f"--trainer.callbacks.signum={int(signal.SIGTERM)}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    stopped = train_process("fit", *ARGS, f"--data.init_args.data_dir={data_dir}",
+                            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--progress_bar.refresh_rate=0",
+                            "--trainer.max_steps=50", "--trainer.callbacks+=tests.helpers.SignalAt",
+                            "--trainer.callbacks.step=5", f"--trainer.callbacks.signum={int(signal.SIGTERM)}")
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
     assert "Continue with --ckpt_path last" in stopped.stderr
 
 
 def ddp_fit(root: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-         f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
-         "--trainer.strategy=ddp", "--trainer.devices=2", "--progress_bar.refresh_rate=0", *ARGS,
-         "--checkpoint.every_n_train_steps=4", "--trainer.max_steps=15", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    return train_process("fit", f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+                         "--trainer.strategy=ddp", "--trainer.devices=2", "--progress_bar.refresh_rate=0", *ARGS,
+                         "--checkpoint.every_n_train_steps=4", "--trainer.max_steps=15", *args)
 
 
 @pytest.mark.slow
@@ -146,7 +138,7 @@ def test_ddp_kill_mid_pass_then_resume_logs_the_uninterrupted_pass(tmp_path, dat
     step-8 checkpoint, 3 steps into the pass, whose running sums each rank must get back: rank 1's
     differ from rank 0's, and the pass's mean is over both."""
     assert ddp_fit(tmp_path / "whole", data_dir).returncode == 0
-    killed = ddp_fit(tmp_path / "parts", data_dir, "--trainer.callbacks+=benchmarks.faults.KillAt", "--trainer.callbacks.step=9")
+    killed = ddp_fit(tmp_path / "parts", data_dir, "--trainer.callbacks+=tests.helpers.KillAt", "--trainer.callbacks.step=9")
     assert killed.returncode != 0
     parts = tmp_path / "parts" / "runs" / "mnist_nz20" / "version_0"
     assert load(parts / "checkpoints" / "last.ckpt")["global_step"] == 8

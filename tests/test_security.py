@@ -4,11 +4,8 @@ checkpoints that unpickle code or name a module are in ``test_checkpoint_safety.
 checkpoint linked into another run in ``test_reliability.py``.)"""
 
 import errno
-import os
 import resource
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +15,7 @@ from lit_vae.callbacks.checkpoint_files import read_checkpoint
 from lit_vae.callbacks.progress import PROGRESS_FILE, read_progress
 from lit_vae.figures import main as figures
 from lit_vae.reproduce import main as reproduce
-from tests.helpers import REPO, fit, snapshot
+from tests.helpers import fit, snapshot, train_process
 
 ARGS = ("--model.init_args.hidden_dim=20", "--data.init_args.train_size=1000", "--images.num_samples=4",
         "--images.num_reconstructions=0", "--images.manifold_size=2")
@@ -103,13 +100,10 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays_whole(tmp_path, d
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    done = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-         f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-         "--progress_bar.refresh_rate=0", "--model.init_args.hidden_dim=200", "--data.init_args.train_size=1000",
-         "--trainer.max_steps=30", "--checkpoint.every_n_train_steps=10", "--images.num_samples=1",
-         "--images.num_reconstructions=0", "--images.manifold_size=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=limited, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = train_process("fit", f"--data.init_args.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                         "--progress_bar.refresh_rate=0", "--model.init_args.hidden_dim=200", "--data.init_args.train_size=1000",
+                         "--trainer.max_steps=30", "--checkpoint.every_n_train_steps=10", "--images.num_samples=1",
+                         "--images.num_reconstructions=0", "--images.manifold_size=1", preexec_fn=limited)
     assert done.returncode == 1
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith("error: could not write the checkpoint") and "epoch=0-step=10.ckpt" in message

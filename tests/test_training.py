@@ -1,10 +1,7 @@
 """``python train.py`` end to end on the real data sets: learning, logging, resuming, errors."""
 
 import itertools
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,7 +17,7 @@ from torchvision.datasets import MNIST
 from lit_vae import VAE
 from lit_vae.cli import cli
 from lit_vae.events import read_scalars
-from tests.helpers import REPO, evaluate, fit, load, parameters, snapshot
+from tests.helpers import REPO, evaluate, fit, load, parameters, snapshot, train_process
 
 # Whole runs through the CLI: the slow tier (pytest -m "not slow" leaves them out).
 pytestmark = pytest.mark.slow
@@ -352,11 +349,7 @@ class TestCommandLine:
         assert type(trainer.optimizers[0]).__name__ == "Adam"
 
     def test_print_config(self, tmp_path):
-        result = subprocess.run(
-            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "frey_face.yaml"),
-             "--model.latent_dim=2", "--print_config"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )
+        result = train_process("fit", "--model.latent_dim=2", "--print_config", config="frey_face.yaml", cwd=tmp_path, timeout=120)
         assert result.returncode == 0, result.stderr
         assert "latent_dim: 2" in result.stdout and "FreyFaceDataModule" in result.stdout
         assert "accelerator: cpu" in result.stdout
@@ -376,12 +369,8 @@ class TestDistributed:
         deviations. Learning at half the speed (the bound of 10^5 samples) would be 16-17 nats
         lower; a bound summed instead of averaged over the ranks, hundreds of nats."""
         common = ("--model.init_args.hidden_dim=100", "--trainer.max_steps=2000")
-        result = subprocess.run(
-            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-             f"--data.init_args.data_dir={data_dir}", "--trainer.strategy=ddp", "--trainer.devices=2",
-             "--data.init_args.batch_size=50", "--progress_bar.refresh_rate=0", *common],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        result = train_process("fit", f"--data.init_args.data_dir={data_dir}", "--trainer.strategy=ddp", "--trainer.devices=2",
+                               "--data.init_args.batch_size=50", "--progress_bar.refresh_rate=0", *common, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         fit(tmp_path / "single", data_dir, *common)
         ddp = read_scalars(tmp_path / "runs" / "mnist_nz20" / "version_0")
@@ -392,16 +381,13 @@ class TestDistributed:
             assert late and all(abs(a - b) < 15 for a, b in late), (tag, late)
 
     def test_two_process_ddp_on_cpu(self, tmp_path, data_dir):
-        result = subprocess.run(
-            [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-             f"--data.init_args.data_dir={data_dir}", "--trainer.strategy=ddp", "--trainer.devices=2",
-             "--trainer.max_steps=300", "--model.init_args.hidden_dim=50", "--progress_bar.refresh_rate=0",
-             # the marginal likelihood too, its points sharded over the ranks
-             "--model.init_args.latent_dim=3", "--marginal_likelihood.during_fit=true", "--marginal_likelihood.start=50000",
-             "--marginal_likelihood.settings.num_datapoints=41", "--marginal_likelihood.settings.importance_samples=20",
-             "--marginal_likelihood.settings.num_samples=20", "--marginal_likelihood.settings.burn_in=10"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        result = train_process(
+            "fit", f"--data.init_args.data_dir={data_dir}", "--trainer.strategy=ddp", "--trainer.devices=2",
+            "--trainer.max_steps=300", "--model.init_args.hidden_dim=50", "--progress_bar.refresh_rate=0",
+            # the marginal likelihood too, its points sharded over the ranks
+            "--model.init_args.latent_dim=3", "--marginal_likelihood.during_fit=true", "--marginal_likelihood.start=50000",
+            "--marginal_likelihood.settings.num_datapoints=41", "--marginal_likelihood.settings.importance_samples=20",
+            "--marginal_likelihood.settings.num_samples=20", "--marginal_likelihood.settings.burn_in=10", cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         runs = list((tmp_path / "runs" / "mnist_nz3").iterdir())
         assert len(runs) == 1  # one run folder, written once

@@ -1,8 +1,12 @@
-"""A latent-variable model with an exact marginal likelihood, for testing estimators.
+"""A latent-variable model with an exact marginal likelihood and posterior: the reference on which
+the estimators of log p(x) and the bounds are checked (the tests, and
+``benchmarks/marginal_likelihood.py --accuracy``).
 
 z ~ N(0, I_d),  x | z ~ N(W z + b, sigma^2 I_D),  so  x ~ N(b, W W^T + sigma^2 I_D)  and
 z | x ~ N(S W^T (x - b) / sigma^2, S)  with  S = (I + W^T W / sigma^2)^-1.
 """
+
+from __future__ import annotations
 
 import torch
 from torch import Tensor
@@ -19,7 +23,7 @@ class LinearGaussian:
         self.sigma = noise_std
 
     @classmethod
-    def random(cls, latent_dim: int, generator: torch.Generator) -> "LinearGaussian":
+    def random(cls, latent_dim: int, generator: torch.Generator) -> LinearGaussian:
         """A model drawn at random: data size latent_dim + 2 to 12, noise standard deviation 0.3
         to 1, weights from a drawn seed."""
         data_dim = int(torch.randint(latent_dim + 2, 13, (), generator=generator))
