@@ -41,25 +41,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lit_vae.events import read_scalars  # noqa: E402
-
-
-class KillAt(pl.Callback):
-    """SIGKILL to its own process at the start of training step ``step``: no handler, no flush,
-    no cleanup, as the out-of-memory killer or a pre-empted node does it."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def command(runs: Path, steps: int, data_dir: str, *extra: str) -> list[str]:
@@ -85,7 +72,7 @@ def run_with_kills(runs: Path, steps: int, data_dir: str, kill_steps: list[int],
             shutil.rmtree(runs, ignore_errors=True)
             extra = list(args)
         if kill is not None:
-            extra += ["--trainer.callbacks+=benchmarks.faults.KillAt", f"--trainer.callbacks.step={kill}"]
+            extra += ["--trainer.callbacks+=lit_vae.callbacks.faults.KillAt", f"--trainer.callbacks.step={kill}"]
         code = subprocess.run(command(runs, steps, data_dir, *extra), cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
         if kill is not None and code != -signal.SIGKILL:

@@ -64,18 +64,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-class KillAt(pl.Callback):
-    """SIGKILL to its own process at the start of training step ``step``: no handler, no flush,
-    no cleanup, as the out-of-memory killer or a pre-empted node does it."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), 9)
-
-
 class SignalAt(pl.Callback):
     """Sends ``signum`` (SIGINT: 2, SIGTERM: 15) to its own process at the end of training step
     ``step``, as Ctrl-C or a scheduler would while that step's hooks run."""

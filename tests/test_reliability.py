@@ -357,7 +357,7 @@ class TestKillAndResume:
     @pytest.mark.parametrize("kill_at", [105])
     def test_sigkill_then_resume_equals_uninterrupted(self, tmp_path, data_dir, kill_at):
         assert self.train(tmp_path / "whole", data_dir).returncode == 0
-        killed = self.train(tmp_path / "parts", data_dir, "--trainer.callbacks+=tests.helpers.KillAt",
+        killed = self.train(tmp_path / "parts", data_dir, "--trainer.callbacks+=lit_vae.callbacks.faults.KillAt",
                             f"--trainer.callbacks.step={kill_at}")
         assert killed.returncode == -signal.SIGKILL
         resumed = self.train(tmp_path / "parts", data_dir, "--ckpt_path=last")

@@ -46,11 +46,15 @@ def assert_same_run(whole: Path, parts: Path) -> None:
     assert parts_points == whole_points
 
 
+def uninterrupted(root: Path, data_dir: Path, every: int) -> Path:
+    """The run that never stops, to the last of STOPS, with a step checkpoint every ``every`` steps."""
+    fit(root, data_dir, *ARGS, f"--checkpoint.every_n_train_steps={every}", f"--trainer.max_steps={STOPS[-1]}")
+    return root / "runs" / "mnist_nz20" / "version_0"
+
+
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory, data_dir) -> Path:
-    root = tmp_path_factory.mktemp("whole")
-    fit(root, data_dir, *ARGS, "--checkpoint.every_n_train_steps=10", f"--trainer.max_steps={STOPS[-1]}")
-    return root / "runs" / "mnist_nz20" / "version_0"
+    return uninterrupted(tmp_path_factory.mktemp("whole"), data_dir, every=10)
 
 
 @pytest.mark.slow
@@ -81,9 +85,7 @@ class TestThreeResumes:
 @pytest.fixture(scope="module")
 def whole_unsaved(tmp_path_factory, data_dir) -> Path:
     """The uninterrupted run with no step checkpoint before its end."""
-    root = tmp_path_factory.mktemp("whole_unsaved")
-    fit(root, data_dir, *ARGS, "--checkpoint.every_n_train_steps=1000", f"--trainer.max_steps={STOPS[-1]}")
-    return root / "runs" / "mnist_nz20" / "version_0"
+    return uninterrupted(tmp_path_factory.mktemp("whole_unsaved"), data_dir, every=1000)
 
 
 @pytest.mark.slow
@@ -138,7 +140,7 @@ def test_ddp_kill_mid_pass_then_resume_logs_the_uninterrupted_pass(tmp_path, dat
     step-8 checkpoint, 3 steps into the pass, whose running sums each rank must get back: rank 1's
     differ from rank 0's, and the pass's mean is over both."""
     assert ddp_fit(tmp_path / "whole", data_dir).returncode == 0
-    killed = ddp_fit(tmp_path / "parts", data_dir, "--trainer.callbacks+=tests.helpers.KillAt", "--trainer.callbacks.step=9")
+    killed = ddp_fit(tmp_path / "parts", data_dir, "--trainer.callbacks+=lit_vae.callbacks.faults.KillAt", "--trainer.callbacks.step=9")
     assert killed.returncode != 0
     parts = tmp_path / "parts" / "runs" / "mnist_nz20" / "version_0"
     assert load(parts / "checkpoints" / "last.ckpt")["global_step"] == 8
