@@ -31,7 +31,7 @@ class CheckedEstimate(nn.Module):
     def __init__(self, maximum: float) -> None:
         super().__init__()
         self.maximum = maximum
-        for name in ("count", "total", "not_finite", "above", "gap", "gap_squared", "compared"):
+        for name in ("count", "total", "total_squared", "not_finite", "above", "gap", "gap_squared", "compared"):
             setattr(self, name, SumMetric(nan_strategy="disable"))
 
     def update(self, estimate: Tensor, lower_bound: Tensor | None = None) -> None:
@@ -40,6 +40,7 @@ class CheckedEstimate(nn.Module):
         self.count.update(torch.tensor(float(estimate.numel()), dtype=torch.float64))
         self.not_finite.update((~finite).sum().double())
         self.total.update(estimate[finite].double().sum())
+        self.total_squared.update(estimate[finite].double().square().sum())
         self.above.update((estimate[finite] > self.maximum).sum().double())
         if lower_bound is not None:
             gap = (estimate - lower_bound)[finite & torch.isfinite(lower_bound)].double()
@@ -50,6 +51,16 @@ class CheckedEstimate(nn.Module):
     def compute(self) -> float:
         """The mean over the finite points."""
         return (self.total.compute() / (self.count.compute() - self.not_finite.compute())).item()
+
+    def standard_error(self) -> float:
+        """The standard error of :meth:`compute`: the sample standard deviation of the finite
+        points' estimates over the square root of their number (``nan`` for fewer than two)."""
+        n = (self.count.compute() - self.not_finite.compute()).item()
+        if n < 2:
+            return math.nan
+        mean = self.total.compute().item() / n
+        variance = max(self.total_squared.compute().item() / n - mean**2, 0.0) * n / (n - 1)
+        return math.sqrt(variance / n)
 
     def failure(self) -> str | None:
         """Why the estimate is impossible, or ``None``."""

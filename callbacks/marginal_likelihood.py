@@ -79,6 +79,8 @@ class MarginalLikelihoodCallback(pl.Callback):
         self.seed = seed
         #: The latest estimates that hold, ``{"marginal_likelihood/test": ..., "lower_bound/test": ..., ...}``.
         self.results: dict[str, float] = {}
+        #: The standard errors of :attr:`results` over the points.
+        self.errors: dict[str, float] = {}
         #: The latest failed estimates, ``{"marginal_likelihood/test": reason, ...}``.
         self.failures: dict[str, str] = {}
 
@@ -116,7 +118,7 @@ class MarginalLikelihoodCallback(pl.Callback):
             raise TypeError("MarginalLikelihoodCallback reads the first points of each split from a data module "
                             "with splits (one of lit_vae.datamodules)")
         datamodule.setup()
-        self.results, self.failures, started = {}, {}, time.perf_counter()
+        self.results, self.errors, self.failures, started = {}, {}, {}, time.perf_counter()
         with evaluating(pl_module), torch.inference_mode(False):
             for split in splits:
                 checked = self._estimate(trainer, pl_module, datamodule.splits[split][: self.settings.num_datapoints], split)
@@ -124,12 +126,15 @@ class MarginalLikelihoodCallback(pl.Callback):
                     failure = estimate.failure() if name != "lower_bound" else None
                     if failure is None:
                         self.results[f"{name}/{split}"] = estimate.compute()
+                        self.errors[f"{name}/{split}"] = estimate.standard_error()
                     else:
                         self.failures[f"{name}/{split}"] = failure
-        log_evaluation(pl_module, {k: v for k, v in self.results.items() if not k.startswith("lower_bound")},
+        estimates = {k: v for k, v in self.results.items() if not k.startswith("lower_bound")}
+        log_evaluation(pl_module, {**estimates, **{k.replace("/", "_standard_error/"): self.errors[k] for k in estimates}},
                        pl_module.samples_evaluated)
         for split in splits:
-            rank_zero_info(f"log p(x) of the first {self.settings.num_datapoints:,} {split} points at "
+            points = min(self.settings.num_datapoints, len(datamodule.splits[split]))
+            rank_zero_info(f"log p(x) of the first {points:,} {split} points ({data_variant(datamodule)}) at "
                            f"{pl_module.samples_evaluated:,} samples ({time.perf_counter() - started:.0f} s): "
                            + "; ".join(self._report(pl_module, split)))
         return self.results
@@ -144,7 +149,7 @@ class MarginalLikelihoodCallback(pl.Callback):
         for name, method in methods:
             key = f"{name}/{split}"
             if key in self.results:
-                lines.append(f"{method} {self.results[key]:.2f} nats per datapoint")
+                lines.append(f"{method} {self.results[key]:.2f} +- {self.errors[key]:.2f} nats per datapoint")
             elif key in self.failures:
                 lines.append(f"{method} FAILED, not reported: {self.failures[key]}")
             elif name == "marginal_likelihood":
@@ -162,8 +167,9 @@ class MarginalLikelihoodCallback(pl.Callback):
         names = (("marginal_likelihood",) if hmc else ()) + (("marginal_likelihood_importance", "lower_bound") if encoder else ())
         checked = {name: CheckedEstimate(pl_module.max_log_likelihood).to(pl_module.device) for name in names}
         chunks = shard.split(self.chunk_size)
-        show = hmc and trainer.is_global_zero and trainer.progress_bar_callback is not None
-        progress = Progress(len(chunks) * (self.settings.burn_in + self.settings.num_samples), f"log p(x), {split}", show)
+        show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        steps = (self.settings.burn_in + self.settings.num_samples if hmc else 0) + (1 if encoder else 0)
+        progress = Progress(len(chunks) * steps, f"log p(x), {split}", show)
         for x in chunks:
             estimates = {}
             if hmc:
@@ -176,6 +182,7 @@ class MarginalLikelihoodCallback(pl.Callback):
             if encoder:
                 estimates["marginal_likelihood_importance"] = importance_log_marginal(
                     pl_module, x, self.settings.importance_samples, generator=generator)
+                progress.tick()
                 with torch.no_grad():
                     estimates["lower_bound"] = pl_module.lower_bound(x, generator=generator)
             for name, estimate in estimates.items():
@@ -184,9 +191,18 @@ class MarginalLikelihoodCallback(pl.Callback):
         return checked
 
 
+def data_variant(datamodule: object) -> str:
+    """The data the estimate is of, as a reader comparing numbers needs it: the data module and
+    its binarisation (``grey levels`` where none)."""
+    binarize = getattr(datamodule, "binarize", None)
+    variant = "" if binarize is None else "grey levels" if binarize == "none" else f"binarised {binarize}"
+    return ", ".join(filter(None, [type(datamodule).__name__.removesuffix("DataModule"), variant]))
+
+
 class Progress:
-    """The HMC evaluation's progress, one tick per HMC iteration of every chunk: a bar on a
-    terminal; elsewhere (a log file, a pipe) a plain line at each tenth, with no cursor codes."""
+    """The evaluation's progress, one tick per HMC iteration and per importance-sampling pass of
+    every chunk: a bar on a terminal; elsewhere (a log file, a pipe) a plain line at each tenth,
+    with no cursor codes."""
 
     def __init__(self, total: int, description: str, show: bool) -> None:
         self.total, self.description, self.done, self.tenths = total, description, 0, 0
@@ -200,7 +216,7 @@ class Progress:
             self.bar.update()
         elif self.plain and self.done * 10 >= (self.tenths + 1) * self.total:
             self.tenths = self.done * 10 // self.total
-            print(f"{self.description}: {self.done / self.total:.0%} of {self.total:,} HMC iterations "
+            print(f"{self.description}: {self.done / self.total:.0%} of {self.total:,} steps "
                   f"({time.perf_counter() - self.started:.0f} s)", file=sys.stderr, flush=True)
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +21,14 @@ class TestCheckedEstimate:
         estimate = torch.tensor([-100.0, -102.0, -98.0, -101.0, -99.0, -100.0])
         result = checked(estimate, estimate - 1.0)
         assert result.failure() is None and result.compute() == pytest.approx(-100.0)
+
+    def test_standard_error_over_chunks_is_the_sample_one(self):
+        values = torch.randn(1000, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 4 - 90
+        estimate = CheckedEstimate(0.0)
+        for chunk in values.split(300):
+            estimate.update(chunk)
+        expected = float(np.std(values.numpy(), ddof=1) / np.sqrt(len(values)))
+        assert estimate.standard_error() == pytest.approx(expected, rel=1e-4)  # from sums of squares, in float64
 
     def test_not_finite(self):
         result = checked(torch.tensor([-100.0, math.nan, -90.0, math.inf, -80.0, -70.0]))

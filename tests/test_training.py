@@ -99,11 +99,13 @@ class TestFit:
         with caplog.at_level("INFO"):
             built = evaluate(tmp_path, data_dir, checkpoint,
                              "--marginal_likelihood.settings.num_datapoints=10", "--marginal_likelihood.settings.importance_samples=10")
-        assert re.search(r"lower bound -[\d.]+ nats per datapoint; importance sampling \(10 samples\) -[\d.]+ nats per "
+        assert re.search(r"log p\(x\) of the first 10 test points \(MNIST, grey levels\) at 50,000 samples .*: lower bound "
+                         r"-[\d.]+ \+- [\d.]+ nats per datapoint; importance sampling \(10 samples\) -[\d.]+ \+- [\d.]+ nats per "
                          r"datapoint; HMC not applicable: latent_dim 20 > 4", caplog.text)
         returned, = built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path=str(checkpoint))
         logged = read_scalars(tmp_path)
-        tags = {"lower_bound/test", "kl/test", "reconstruction/test", "latent/active_units", "marginal_likelihood_importance/test"}
+        tags = {"lower_bound/test", "kl/test", "reconstruction/test", "latent/active_units", "marginal_likelihood_importance/test",
+                "marginal_likelihood_importance_standard_error/test"}
         assert set(returned) == tags | {"step"} and returned["step"] == 50_000
         for tag in tags:  # both runs (the CLI's, then ours) logged the same number at the checkpoint's samples
             assert logged[tag] == [(50_000, pytest.approx(returned[tag], abs=1e-4))] * 2
