@@ -95,6 +95,7 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_resume_is_exact(whol
     step checkpoint (every 1,000 steps here): the fit stops at that step with last.ckpt, says so,
     and ``--ckpt_path last`` ends as the run that never stopped."""
     caplog.set_level(logging.INFO)
+    handler = signal.getsignal(signal.SIGINT)  # SIG_IGN in an xdist worker, Python's own elsewhere
     stopped = fit(tmp_path, data_dir, *ARGS, "--checkpoint.every_n_train_steps=1000", f"--trainer.max_steps={STOPS[-1]}",
                   "--trainer.callbacks+=tests.helpers.SignalAt", f"--trainer.callbacks.step={stop}",
                   f"--trainer.callbacks.signum={int(signum)}")
@@ -102,7 +103,7 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_resume_is_exact(whol
     run = tmp_path / "runs" / "mnist_nz20" / "version_0"
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == stop
     assert f"stopped by {signum.name} at {stop * 100:,} samples (step {stop})" in caplog.text
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+    assert signal.getsignal(signal.SIGINT) is handler  # the handlers are given back
     fit(tmp_path, data_dir, *ARGS, "--checkpoint.every_n_train_steps=1000", f"--trainer.max_steps={STOPS[-1]}", "--ckpt_path=last")
     assert_same_run(whole_unsaved, run)
 
