@@ -43,6 +43,11 @@ class TestManifest:
         figure3 = {(s.panel, s.settings()["model"]["class_path"].rpartition(".")[2]) for s in specs if s.figure == 3}
         assert figure3 == {(f"n{n}", m) for n in (1000, 50000) for m in ("VAE", "WakeSleep", "MCEM")}
 
+    def test_the_study_manifests_in_benchmarks_load(self):
+        for path in sorted(Path(sweep.__file__).resolve().parent.parent.glob("benchmarks/*.yaml")):
+            specs = sweep.load_manifest(path)
+            assert specs and all(spec.figure == 2 for spec in specs), path
+
     def test_budgets_are_the_shipped_configs_step_counts(self):
         """The manifest's budgets (10^7, 2 x 10^7) turn into the max_steps each shipped config
         states for the paper's run (MCEM: 5 updates per minibatch)."""
