@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ def verdict(ours: Sequence[float], paper: float | None) -> str:
 
 
 def table(runs: Sequence[tuple[Run, dict[str, Any]]]) -> str:
-    """A Markdown table per figure, panel and method (the seeds of a run together), split and
+    """A Markdown table per figure, panel, method and run (its seeds, ``<run>_seed<n>``, together), split and
     sample count of :data:`TABLE_SAMPLES` (and the runs' planned budgets) that a seed reached or
     the paper reports: our mean and
     range over the seeds, for Figure 2's train curve also the trailing mean over the paper's
@@ -146,20 +147,20 @@ def table(runs: Sequence[tuple[Run, dict[str, Any]]]) -> str:
     paper's reading and the :func:`verdict` (on the trailing mean for train, else the value)."""
     paper = {(int(r["figure"]), r["dataset"], int(r["latent_dim"]), int(r["train_size"] or 0), r["method"], r["split"],
               int(r["samples"])): float(r["value"]) for r in paper_rows()}
-    groups: dict[tuple[int, str, str], list[Run]] = {}
-    budgets: dict[tuple[int, str, str], set[int]] = {}
+    groups: dict[tuple[int, str, str, str], list[Run]] = {}
+    budgets: dict[tuple[int, str, str, str], set[int]] = {}
     for run, meta in runs:
-        key = (int(meta["figure"]), meta["panel"], run.method)
+        key = (int(meta["figure"]), meta["panel"], run.method, re.sub(r"_seed\d+$", "", str(meta.get("run", ""))))
         groups.setdefault(key, []).append(run)
         budgets.setdefault(key, set()).update([int(meta["planned"])] if meta.get("planned") else [])
-    lines = ["| figure | panel | method | split | samples | seeds | ours: mean [range] | ours, trailing mean [range] | paper | verdict |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for (figure, panel, method), seeds in groups.items():
+    lines = ["| figure | panel | method | run | split | samples | seeds | ours: mean [range] | ours, trailing mean [range] | paper "
+             "| verdict |", "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for (figure, panel, method, name), seeds in groups.items():
         first = seeds[0]
         train_size = first.train_size if figure == 3 else 0
         window = TRAILING_WINDOW.get((first.dataset, method)) if figure == 2 else None
         for split in ("train", "test"):
-            for samples in sorted(set(TABLE_SAMPLES) | budgets[figure, panel, method]):
+            for samples in sorted(set(TABLE_SAMPLES) | budgets[figure, panel, method, name]):
                 tag = f"{FIGURES[figure][0]}/{split}"
                 values = [v for run in seeds if (v := value_at(run.scalars.get(tag, []), samples)) is not None]
                 trailing = [v for run in seeds if split == "train" and window is not None
@@ -168,7 +169,7 @@ def table(runs: Sequence[tuple[Run, dict[str, Any]]]) -> str:
                 if not values and expected is None:
                     continue
                 judged = trailing if split == "train" and window is not None else values
-                lines.append(f"| {figure} | {panel} | {method} | {split} | {samples:.0e} | {len(values)} | {_band(values)} | "
+                lines.append(f"| {figure} | {panel} | {method} | {name} | {split} | {samples:.0e} | {len(values)} | {_band(values)} | "
                              f"{_band(trailing)} | {_number(expected)} | {verdict(judged, expected)} |")
     return "\n".join(lines) + "\n"
 

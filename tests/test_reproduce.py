@@ -96,15 +96,20 @@ class TestReport:
         seeds = [Run(tmp_path, "MNIST", "AEVB", 20, 50_000, {"lower_bound/test": [(10**6, test), (10**7, -100.0)],
                                                              "lower_bound/train": [(999_000, -121.0)]})
                  for test in (-120.0, -126.0)]
-        text = table([(run, {"figure": 2, "panel": "mnist_nz20"}) for run in seeds])
+        text = table([(run, {"figure": 2, "panel": "mnist_nz20", "run": f"figure2_mnist_nz20_seed{i + 1}"})
+                      for i, run in enumerate(seeds)])
         # The paper's readings (shared/paper/figure2.csv): test -123.9 at 10^6, -104.7 at 10^7; train -125.9, -104.2.
-        assert "| 2 | mnist_nz20 | AEVB | test | 1e+06 | 2 | -123.0 [-126.0, -120.0] |  | -123.9 | within the spread of our seeds |" in text
-        assert ("| 2 | mnist_nz20 | AEVB | test | 1e+07 | 2 | -100.0 [-100.0, -100.0] |  | -104.7 | "
+        row = "| 2 | mnist_nz20 | AEVB | figure2_mnist_nz20 |"
+        assert f"{row} test | 1e+06 | 2 | -123.0 [-126.0, -120.0] |  | -123.9 | within the spread of our seeds |" in text
+        assert (f"{row} test | 1e+07 | 2 | -100.0 [-100.0, -100.0] |  | -104.7 | "
                 "outside: paper below our range by 4.7 nats (our seeds agree exactly) |") in text
         # 999,000 is within 2% of 10^6, but one train point cannot cover the paper's 230,000-sample window.
-        assert "| 2 | mnist_nz20 | AEVB | train | 1e+06 | 2 | -121.0 [-121.0, -121.0] |  | -125.9 |  |" in text
-        assert "| 2 | mnist_nz20 | AEVB | train | 1e+07 | 0 |  |  | -104.2 |  |" in text  # not reached: the paper's alone
+        assert f"{row} train | 1e+06 | 2 | -121.0 [-121.0, -121.0] |  | -125.9 |  |" in text
+        assert f"{row} train | 1e+07 | 0 |  |  | -104.2 |  |" in text  # not reached: the paper's alone
         assert value_at([(10**6, 1.0)], 2 * 10**6) is None
+        # Two settings of one panel and method (a study's runs) are two rows, not two seeds of one.
+        studies = table([(seeds[i], {"figure": 2, "panel": "mnist_nz20", "run": name}) for i, name in enumerate(("step_a", "step_b"))])
+        assert "| step_a | test | 1e+06 | 1 | -120.0 |" in studies and "| step_b | test | 1e+06 | 1 | -126.0 |" in studies
 
     def test_the_trailing_mean_of_a_line_is_its_value_at_the_windows_centre(self):
         """Per-epoch means of the line b(s) = -150 + 3e-5 s (each the mean over its epoch, so the
@@ -250,7 +255,7 @@ class TestSweep:
                   for seed, suffix in (("1", ""), ("2", "_seed2"))}
         assert values["1"] != values["2"]  # two seeds, two runs
         band_text = f"{sum(values.values()) / 2:.1f} [{min(values.values()):.1f}, {max(values.values()):.1f}]"
-        assert f"| 2 | frey_face_nz2 | AEVB | test | 2e+04 | 2 | {band_text} |" in (out / "report.md").read_text()
+        assert f"| 2 | frey_face_nz2 | AEVB | figure2_frey_face_nz2 | test | 2e+04 | 2 | {band_text} |" in (out / "report.md").read_text()
 
     def test_a_second_sweep_on_the_same_folder_leaves_the_runs_to_the_first(self, tmp_path, data_dir, monkeypatch, capsys):
         monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
