@@ -92,6 +92,20 @@ def test_a_garbled_config_is_one_line_in_the_report_and_the_figures_tool(run, tm
 
 
 @pytest.mark.slow
+def test_a_config_with_a_python_yaml_tag_runs_nothing(run, tmp_path, capsys):
+    """A run's config.yaml that asks YAML to call os.system is read with safe_load: refused as a
+    damaged file in one line, and the command never runs."""
+    marker = tmp_path / "the-tag-ran"
+    folder = tmp_path / "runs" / "mnist_nz20" / "version_0"
+    shutil.copytree(run / "runs" / "mnist_nz20" / "version_0", folder)
+    (folder / "config.yaml").write_text(f"model: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(SystemExit) as exit_:
+        figures([str(folder)])
+    assert exit_.value.code == 2 and "does not say what the run trained" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays_whole(tmp_path, data_dir):
     """A file-size limit (as ``ulimit -f``) below a checkpoint's size: the fit ends in one line
     that names the checkpoint, and no partial file is left."""
