@@ -270,7 +270,12 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
         if runs:
             image = draw(runs, figure, to / f"figure{figure}.png", paper=True)
             lines += [f"![Figure {figure}]({image.name})", ""]
-    lines += ["## Measured and paper values (nats per datapoint)", "", table(collected),
+    lines += ["## Measured and paper values (nats per datapoint)", "",
+              "Per reading of the paper: our mean and [range] over the seeds of each run; for Figure 2's train curve "
+              "also the trailing mean, the paper's own train statistic (the mean of our per-epoch train bounds over "
+              "the paper's point spacing before the reading); and the verdict, on the trailing mean for train points, "
+              "on the value otherwise. The paper's values are read from its vector figures to about +-1 nat.", "",
+              table(collected),
               "## Training time per run", "", speed_table(collected)]
     # The report's folder keeps every sitting it has seen (it is what gets committed), in order of
     # time: a line starts with its start time, so sorting the text sorts the sittings.
