@@ -132,7 +132,6 @@ class Plan:
         max_steps = self.spec.max_steps(self.samples)
         command = [
             sys.executable, "-m", "lit_vae", "fit", "--config", self.spec.config_path,
-            *(f"--{key}={value}" for key, value in self.spec.args.items()),
             f"--seed_everything={self.seed}",
             f"--trainer.max_steps={max_steps}",
             f"--trainer.logger.init_args.save_dir={self.out}",
@@ -142,6 +141,8 @@ class Plan:
             "--checkpoint.stop_signals=[SIGINT, SIGTERM, SIGUSR1, SIGUSR2]",
             "--trainer.callbacks+=lit_vae.callbacks.ProgressFile",
             "--progress_bar.refresh_rate=0",  # no bar in the log: the sweep shows one for all runs
+            # The manifest's own arguments last, so that they override the sweep's defaults above.
+            *(f"--{key}={value}" for key, value in self.spec.args.items()),
         ]
         if checkpoint_of(self.root) is not None:
             command.append("--ckpt_path=last")
