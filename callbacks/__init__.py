@@ -10,6 +10,9 @@ from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from lit_vae.callbacks.predictions import PredictionWriter
 from lit_vae.callbacks.progress import ProgressFile, SamplesProgressBar
 from lit_vae.callbacks.schedule import LogSpacedSchedule
+from lit_vae.checkout import one_package
 
 __all__ = ["AtomicCheckpointIO", "ImagesCallback", "LogSpacedSchedule", "LowerBoundCallback", "MarginalLikelihoodCallback",
            "PredictionWriter", "ProgressFile", "RunCheckpoint", "RunState", "SamplesProgressBar"]
+
+one_package(__name__, "lit_vae.callbacks")  # `import callbacks` from the checkout's root: this package

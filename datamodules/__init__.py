@@ -1,10 +1,13 @@
 """Data modules for the paper's two data sets, each split held as one in-memory tensor and served
-as :class:`Batch` minibatches (datapoints and their rows). This package imports nothing else of
-``lit_vae``: it is the bottom layer."""
+as :class:`Batch` minibatches (datapoints and their rows). Of ``lit_vae`` this package imports
+only :mod:`lit_vae.checkout`."""
 
+from lit_vae.checkout import one_package
 from lit_vae.datamodules.batches import Batch, TensorBatches
 from lit_vae.datamodules.files import CorruptDataError, DataNotFoundError
 from lit_vae.datamodules.frey_face import FreyFaceDataModule
 from lit_vae.datamodules.mnist import MNISTDataModule
 
 __all__ = ["Batch", "CorruptDataError", "DataNotFoundError", "FreyFaceDataModule", "MNISTDataModule", "TensorBatches"]
+
+one_package(__name__, "lit_vae.datamodules")  # `import datamodules` from the checkout's root: this package

@@ -71,6 +71,29 @@ def test_the_checkouts_package_folder_is_the_installed_package():
         assert (REPO / "lit_vae" / name).is_symlink() and (REPO / "lit_vae" / name).resolve() == (REPO / name).resolve()
 
 
+@pytest.mark.parametrize("folder", ["callbacks", "datamodules"])
+def test_a_top_level_folder_imported_by_its_name_is_the_package_itself(folder):
+    """From the checkout's root, ``import callbacks`` (and any of its submodules, imported before or
+    after ``lit_vae``'s) gives the module objects of ``lit_vae.callbacks``: one per file, so that
+    ``isinstance`` holds across the two names."""
+    package = f"lit_vae.{folder}"
+    submodules = sorted(p.stem for p in (REPO / folder).glob("*.py") if p.stem != "__init__")
+    script = "\n".join([
+        "import importlib, sys",
+        f"short = importlib.import_module({folder!r})",
+        f"long = importlib.import_module({package!r})",
+        "assert short is long, (short, long)",
+        f"for sub in {submodules!r}:",
+        f"    assert importlib.import_module({folder!r} + '.' + sub) is importlib.import_module({package!r} + '.' + sub), sub",
+        "objects = {id(m): m for m in list(sys.modules.values())}.values()  # each module object once",
+        f"files = [m.__file__ for m in objects if '/{folder}/' in (getattr(m, '__file__', None) or '')]",
+        "assert len(files) == len(set(files)), sorted(files)",
+        "print('one module per file')",
+    ])
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "one module per file" in result.stdout, result.stderr[-2000:]
+
+
 def test_the_layers_contract_holds_in_the_checkout():
     result = lint_imports(REPO)
     assert result.returncode == 0, result.stdout[-3000:]
