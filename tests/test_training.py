@@ -63,6 +63,26 @@ class TestFit:
             assert [s for s, _ in bound] == [s for s, _ in kl] == [s for s, _ in reconstruction] and bound
             for (_, b), (_, k), (_, r) in zip(bound, kl, reconstruction):
                 assert r - k == pytest.approx(b, abs=1e-4 * abs(b)) and k > 0
+
+    def test_the_logged_terms_match_an_independent_computation(self, mnist_run, data_dir):
+        """The last logged ``kl/test`` and ``reconstruction/test`` (50,000 samples, the run's end)
+        against torch.distributions on the checkpoint's networks and torchvision's test images
+        (grey levels as Bernoulli targets, Eq. 11, outside the support torch checks by default):
+        the KL in closed form, E_q[log p(x|z)] by Monte Carlo with 20 draws per image."""
+        scalars = read_scalars(mnist_run)
+        assert scalars["kl/test"][-1][0] == scalars["reconstruction/test"][-1][0] == 50_000
+        model = VAE.load_from_checkpoint(mnist_run / "checkpoints" / "last.ckpt", weights_only=True)
+        x = MNIST(str(data_dir), train=False).data.reshape(-1, 784).float() / 255
+        with torch.no_grad():
+            mu, logvar = model.encoder(x)
+            q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+            kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1).mean().item()
+            z = mu + (0.5 * logvar).exp() * torch.randn(20, *mu.shape, generator=torch.Generator().manual_seed(0))
+            probs = model.decode_mean(z)
+            reconstruction = torch.distributions.Bernoulli(probs=probs, validate_args=False).log_prob(x).sum(-1).mean().item()
+        assert scalars["kl/test"][-1][1] == pytest.approx(kl, rel=1e-4)
+        # one draw per image over 10,000 images, against 20: Monte Carlo error well below 0.5 nats
+        assert scalars["reconstruction/test"][-1][1] == pytest.approx(reconstruction, abs=0.5)
         units = scalars["latent/active_units"]
         assert [s for s, _ in units] == [s for s, _ in scalars["lower_bound/test"]]
         assert all(value == int(value) and 0 <= value <= 20 for _, value in units) and units[-1][1] > 0  # learning uses some
