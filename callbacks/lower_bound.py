@@ -11,8 +11,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
-from lit_vae.interfaces import evaluating, require_model
-from lit_vae.logging import log_evaluation
+from lit_vae.interfaces import require_model
+from lit_vae.logging import log_end_of_fit, log_evaluation
 
 
 class LowerBoundCallback(pl.Callback):
@@ -25,10 +25,12 @@ class LowerBoundCallback(pl.Callback):
       checkpoint and completed by a resumed run.
     - ``lower_bound/test``: the mean over the whole test split (``datamodule.test_dataloader()``)
       in eval mode, whenever training passes a point of the log-spaced schedule (1, 2, 5 x 10^k
-      samples by default). It runs the model's own ``test_step`` and ``log_bound``, so it is the
-      number ``train.py test`` gives for the same state. At the end of a fit off the schedule the
-      test bound is evaluated and printed, not logged: the curve of a run stopped and resumed
-      then holds the same points as the run that never stopped.
+      samples by default): the model's own :meth:`evaluate` and :meth:`log_evaluation`, so it
+      is the number ``train.py test`` gives for the same state. A fit that ends off the schedule
+      logs its final test evaluation too, into an event file of its own
+      (:func:`~lit_vae.logging.log_end_of_fit`) that a resume from that end removes: TensorBoard
+      and its HPARAMS tab show the number the console prints, and a run stopped there and resumed
+      shows the points of the run that never stopped.
 
     Models without a recognition model (``has_encoder`` false: ``MCEM``) have no lower bound;
     for them it does nothing. Per step it only adds two tensors; means are reduced with
@@ -49,6 +51,8 @@ class LowerBoundCallback(pl.Callback):
         self._train_mean = MeanMetric()
         self._train_kl = MeanMetric()
         self._active = True
+        #: The latest test evaluation (the model's ``Evaluation``), on the schedule or at the fit's end.
+        self.latest: Any = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
@@ -83,14 +87,18 @@ class LowerBoundCallback(pl.Callback):
             self._count = 0
             self._kl_known = True
         if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
-            self.evaluate_test(trainer, pl_module)
+            evaluation = self.evaluate_test(trainer, pl_module)
+            if evaluation is not None:
+                pl_module.log_evaluation("test", evaluation)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._active and self._last_test != pl_module.samples_evaluated:
-            value = self.evaluate_test(trainer, pl_module, log=False)
-            if value is not None:
-                rank_zero_info(f"lower_bound/test = {value:.2f} nats per datapoint at the end of the fit "
-                               f"({pl_module.samples_evaluated:,} samples; off the logging schedule, so not logged)")
+            evaluation = self.evaluate_test(trainer, pl_module)
+            if evaluation is not None:
+                log_end_of_fit(trainer, {"lower_bound/test": evaluation.lower_bound, **evaluation.terms("test")},
+                               pl_module.samples_evaluated)
+                rank_zero_info(f"lower_bound/test = {evaluation.lower_bound:.2f} nats per datapoint at the end of the fit "
+                               f"({pl_module.samples_evaluated:,} samples)")
 
     def _pass_mean(self, metric: MeanMetric, total: torch.Tensor, pl_module: pl.LightningModule) -> float:
         """The pass's mean per datapoint of ``total`` (this rank's sum), over all ranks."""
@@ -100,19 +108,16 @@ class LowerBoundCallback(pl.Callback):
         metric.reset()
         return value
 
-    @torch.no_grad()
-    def evaluate_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> float | None:
-        """The model's lower bound on the test split, in eval mode, logged at the current sample
-        count when ``log`` (``None`` without a data module to give the test split)."""
+    def evaluate_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+        """The model's evaluation of the test split (``None``, with a warning, without a data
+        module to give it); the latest one is :attr:`latest`."""
         datamodule = trainer.datamodule
         if datamodule is None:
             rank_zero_warn("LowerBoundCallback needs a LightningDataModule for the test split; lower_bound/test is not logged.")
             return None
         self._last_test = pl_module.samples_evaluated
-        with evaluating(pl_module):
-            for batch_idx, batch in enumerate(datamodule.test_dataloader()):
-                pl_module.test_step(pl_module.transfer_batch_to_device(batch, pl_module.device, 0), batch_idx)
-        return pl_module.log_bound("lower_bound/test", pl_module.test_bound, log=log)
+        self.latest = pl_module.evaluate(datamodule.test_dataloader())
+        return self.latest
 
     def state_dict(self) -> dict[str, Any]:
         """The running sums of the pass in progress, one per rank (gathered: Lightning saves

@@ -26,6 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.core import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 # baselines imported so that `--model WakeSleep` / `--model MCEM` resolve by class name, as VAE does.
 from lit_vae import baselines, runs  # noqa: F401
@@ -43,7 +44,7 @@ from lit_vae.callbacks.marginal_likelihood import MarginalLikelihoodCallback
 from lit_vae.callbacks.predictions import PredictionWriter
 from lit_vae.callbacks.progress import SamplesProgressBar
 from lit_vae.callbacks.summary import ParameterSummary
-from lit_vae.console import OneLineErrors, description, shipped_configs, silence_what_does_not_apply
+from lit_vae.console import OneLineErrors, description, shipped_configs, silence_what_does_not_apply, trainer_error
 from lit_vae.generative import GenerativeModel
 
 #: 10^7 training samples at M = 100: the right end of Figure 2.
@@ -286,6 +287,8 @@ class VAECLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as error:  # argument checks in the constructors: say which, no traceback
             self.parser.error(str(error))
+        except MisconfigurationException as error:  # a Trainer setting Lightning refuses (an absent GPU)
+            self.parser.error(trainer_error(error))
         strategy = self.trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
             strategy.checkpoint_io = AtomicCheckpointIO()
@@ -332,7 +335,7 @@ class VAECLI(LightningCLI):
         """Every check passed: from here on this process writes into its run folder. Lock it (a
         second fit of the same folder is refused, naming this one's PID; the lock file also marks
         the folder as a fit's for ``--ckpt_path last``), and on a resume remove what saves killed
-        midway left in the checkpoint folder."""
+        midway left in the checkpoint folder and the previous fit's end-of-fit point."""
         folder = self.trainer.log_dir if self.trainer.loggers else self.config.fit.checkpoint.dirpath
         if folder is None:
             return
@@ -344,6 +347,7 @@ class VAECLI(LightningCLI):
         checkpoints = Path(self.config.fit.ckpt_path).parent if self.checkpoint is not None else None
         if checkpoints is not None and Path(folder) in (checkpoints, checkpoints.parent):  # a folder this process holds
             AtomicCheckpointIO.remove_leftovers(checkpoints)
+            runs.remove_end_of_fit_events(Path(folder))
             if isinstance(self.trainer.checkpoint_callback, RunCheckpoint):
                 self.trainer.checkpoint_callback.remove_orphans(checkpoints, self.checkpoint)
 
@@ -362,9 +366,14 @@ class VAECLI(LightningCLI):
         lines.append(f"last checkpoint:   {last or 'none (checkpointing is off)'}")
         rate = (model.samples_evaluated - samples_at_start) / max(time.perf_counter() - started, 1e-9)
         lines.append(f"samples evaluated: {model.samples_evaluated:,} ({rate:,.0f} samples/s over this fit, evaluations included)")
+        final = {tag: trainer.callback_metrics[tag].item() for tag in ("lower_bound/train", "lower_bound/test")
+                 if tag in trainer.callback_metrics}
+        for callback in trainer.callbacks:  # its latest test evaluation: also the one at an off-schedule end
+            if isinstance(callback, LowerBoundCallback) and callback.latest is not None:
+                final["lower_bound/test"] = callback.latest.lower_bound
         for tag in ("lower_bound/train", "lower_bound/test"):
-            if tag in trainer.callback_metrics:
-                lines.append(f"{tag + ':':18} {trainer.callback_metrics[tag].item():.2f} nats per datapoint")
+            if tag in final:
+                lines.append(f"{tag + ':':18} {final[tag]:.2f} nats per datapoint")
         rank_zero_info("\n".join(lines))
 
 

@@ -7,14 +7,13 @@ or data set works with them by having these members.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 
 @runtime_checkable
@@ -38,16 +37,15 @@ class GenerativeModelLike(Protocol):
 
 class RecognitionModel(Protocol):
     """What is read from a model with ``has_encoder``: q(z|x), the lower bound, and the test
-    evaluation that ``test`` and the lower-bound callback share."""
-
-    test_bound: Metric
+    evaluation that ``test`` and the lower-bound callback share: measured as a value by
+    ``evaluate``, logged by ``log_evaluation``."""
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor: ...
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...
     def lower_bound(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor: ...
-    def test_step(self, batch: Any, batch_idx: int) -> None: ...
-    def log_bound(self, tag: str, metric: Metric, log: bool = True) -> float: ...
+    def evaluate(self, batches: Iterable[Any]) -> Any: ...
+    def log_evaluation(self, split: str, evaluation: Any) -> None: ...
 
 
 def require_model(module: object, reader: str) -> None:

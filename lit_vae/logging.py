@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 
@@ -45,6 +46,28 @@ def log_evaluation(module: pl.LightningModule, metrics: dict[str, float], sample
             module.log(tag, value, rank_zero_only=True)
         # float64: a float32 step would be rounded above 2^24 samples
         module.log("step", torch.tensor(samples, dtype=torch.float64), rank_zero_only=True)
+
+
+#: The name ending of the event file that holds a fit's final, off-schedule test evaluation.
+END_OF_FIT_SUFFIX = ".end_of_fit"
+
+
+@rank_zero_only
+def log_end_of_fit(trainer: pl.Trainer, metrics: dict[str, float], samples: int) -> None:
+    """Log the final evaluation of a fit that ended off the logging schedule at step ``samples``.
+
+    For a TensorBoard logger into an event file of its own in the run folder (ending in
+    :data:`END_OF_FIT_SUFFIX`), which a resume from that end removes
+    (:func:`lit_vae.runs.remove_end_of_fit_events`): a resume's purge mark keeps the points at
+    its checkpoint's step, so this point would otherwise stay on the curve, where the run that
+    never stopped has none. Other loggers get it as any other point."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            with SummaryWriter(logger.log_dir, filename_suffix=END_OF_FIT_SUFFIX) as writer:
+                for tag, value in metrics.items():
+                    writer.add_scalar(tag, value, global_step=samples)
+        else:
+            logger.log_metrics(metrics, step=samples)
 
 
 @rank_zero_only

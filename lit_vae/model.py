@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import CatMetric, MeanMetric
 
 from lit_vae.datamodules.batches import Batch
 from lit_vae.estimators import ESTIMATORS, active_units, kl_per_dimension
 from lit_vae.generative import EVAL_STREAM, GenerativeModel, check_positive
+from lit_vae.interfaces import evaluating
 from lit_vae.logging import log_evaluation, log_histogram_at_samples
 
 
@@ -31,6 +34,55 @@ class BoundTerms(NamedTuple):
     def kl(self) -> Tensor:
         """D_KL(q(z|x) || p(z)) per datapoint, ``[B]``."""
         return self.kl_per_dimension.sum(-1)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What an evaluation pass over a split measured, as means per datapoint in nats: the SGVB
+    lower bound (Eq. 7), the closed-form KL term of each latent dimension (Appendix B) and the
+    active units among the posterior means. The bound's other term, E_q[log p(x|z)], is
+    ``lower_bound + kl``."""
+
+    lower_bound: float
+    kl_per_dimension: Tensor
+    active_units: int
+
+    @property
+    def kl(self) -> float:
+        return self.kl_per_dimension.sum().item()
+
+    @property
+    def reconstruction(self) -> float:
+        return self.lower_bound + self.kl
+
+    def terms(self, split: str) -> dict[str, float]:
+        """The bound's terms and the active units as logged: ``kl/<split>``, ``reconstruction/<split>``,
+        ``latent/active_units``."""
+        return {f"kl/{split}": self.kl, f"reconstruction/{split}": self.reconstruction,
+                "latent/active_units": float(self.active_units)}
+
+
+class EvaluationMeter(nn.Module):
+    """Accumulates an evaluation pass's :class:`BoundTerms` minibatch by minibatch (torchmetrics:
+    reduced over the ranks under DDP) into an :class:`Evaluation`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bound = MeanMetric()
+        self.means = CatMetric()  # E_q[z|x] of every point, for the active units
+        self.kl_dims = CatMetric()  # the KL per latent dimension of every point
+
+    def update(self, terms: BoundTerms) -> None:
+        self.bound.update(terms.bound)
+        self.means.update(terms.mu)
+        self.kl_dims.update(terms.kl_per_dimension)
+
+    def compute(self) -> Evaluation:
+        """The pass's :class:`Evaluation`; the meter is then empty for the next pass."""
+        evaluation = Evaluation(self.bound.compute().item(), self.kl_dims.compute().mean(0), active_units(self.means.compute()))
+        for metric in (self.bound, self.means, self.kl_dims):
+            metric.reset()
+        return evaluation
 
 
 class VAE(GenerativeModel):
@@ -53,10 +105,8 @@ class VAE(GenerativeModel):
             raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, got {estimator!r}")
         super().__init__(**kwargs)
         self._estimator = ESTIMATORS[estimator]
-        self.validation_bound = MeanMetric()
-        self.test_bound = MeanMetric()
-        self.test_means = CatMetric()  # E_q[z|x] of every test point, for the active units
-        self.test_kl_dims = CatMetric()  # and its KL per latent dimension (their sum: the KL term)
+        self.validation_meter = EvaluationMeter()
+        self.test_meter = EvaluationMeter()
 
     # ----------------------------------------------------------------- the model
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,41 +157,36 @@ class VAE(GenerativeModel):
                 "lower_bound": terms.bound}
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.validation_bound.update(self.evaluation_terms(batch, batch_idx).bound)
+        self.validation_meter.update(self.evaluation_terms(batch, batch_idx))
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        terms = self.evaluation_terms(batch, batch_idx)
-        self.test_bound.update(terms.bound)
-        self.test_means.update(terms.mu)
-        self.test_kl_dims.update(terms.kl_per_dimension)
+        self.test_meter.update(self.evaluation_terms(batch, batch_idx))
 
     def on_validation_epoch_end(self) -> None:
-        self.log_bound("lower_bound/validation", self.validation_bound)
+        self.log_evaluation("validation", self.validation_meter.compute())
 
     def on_test_epoch_end(self) -> None:
-        self.log_bound("lower_bound/test", self.test_bound)
+        self.log_evaluation("test", self.test_meter.compute())
 
-    def log_bound(self, tag: str, metric: MeanMetric, log: bool = True) -> float:
-        """The mean of ``metric`` (reset after), logged as ``tag`` at the samples evaluated unless
-        ``log`` is false: the one way an evaluation's lower bound is logged, by ``test`` and
-        ``validate`` and by the lower-bound callback's evaluations during ``fit`` (which run
-        :meth:`test_step`). The test bound comes with its terms, over the same test batches:
-        ``kl/test``, ``reconstruction/test`` (Eq. 7), ``latent/active_units`` and the histogram
-        ``latent/kl_per_dimension``."""
-        value = metric.compute().item()
-        metric.reset()
-        if log:
-            log_evaluation(self, {tag: value}, self.samples_evaluated, prog_bar=True)
-            if metric is self.test_bound:
-                kl_dims = self.test_kl_dims.compute().mean(0)
-                kl = kl_dims.sum().item()
-                log_evaluation(self, {"kl/test": kl, "reconstruction/test": value + kl,
-                                      "latent/active_units": float(active_units(self.test_means.compute()))},
-                               self.samples_evaluated)
-                log_histogram_at_samples(self.trainer, "latent/kl_per_dimension", kl_dims, self.samples_evaluated)
-            if not self.trainer.sanity_checking and self.trainer.state.fn != TrainerFn.FITTING:
-                rank_zero_info(f"{tag} = {value:.2f} nats per datapoint (model trained on {self.samples_evaluated:,} samples)")
-        if metric is self.test_bound:
-            self.test_means.reset()
-            self.test_kl_dims.reset()
-        return value
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[Batch]) -> Evaluation:
+        """The test evaluation of ``batches`` (a split's minibatches) in eval mode, as a value:
+        what ``test`` measures for the same state, computed by the same steps. The lower-bound
+        callback's evaluations during ``fit``."""
+        with evaluating(self):
+            for batch_idx, batch in enumerate(batches):
+                self.test_meter.update(self.evaluation_terms(self.transfer_batch_to_device(batch, self.device, 0), batch_idx))
+        return self.test_meter.compute()
+
+    def log_evaluation(self, split: str, evaluation: Evaluation) -> None:
+        """Log ``evaluation`` of ``split`` at the samples evaluated: ``lower_bound/<split>`` and,
+        for the test split, its terms (:meth:`Evaluation.terms`) and the KL per dimension as the
+        histogram ``latent/kl_per_dimension``. The one way an evaluation is logged, by ``test``,
+        ``validate`` and the lower-bound callback during ``fit``; outside ``fit`` it is printed."""
+        log_evaluation(self, {f"lower_bound/{split}": evaluation.lower_bound}, self.samples_evaluated, prog_bar=True)
+        if split == "test":
+            log_evaluation(self, evaluation.terms(split), self.samples_evaluated)
+            log_histogram_at_samples(self.trainer, "latent/kl_per_dimension", evaluation.kl_per_dimension, self.samples_evaluated)
+        if not self.trainer.sanity_checking and self.trainer.state.fn != TrainerFn.FITTING:
+            rank_zero_info(f"lower_bound/{split} = {evaluation.lower_bound:.2f} nats per datapoint "
+                           f"(model trained on {self.samples_evaluated:,} samples)")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lit_vae.callbacks.checkpoint_files import stored_step
+from lit_vae.logging import END_OF_FIT_SUFFIX
 
 try:
     import fcntl
@@ -182,6 +183,16 @@ def release_folders() -> None:
     """Release the locks this process took with :func:`lock_folder`."""
     while _held:
         _held.pop().close()
+
+
+def remove_end_of_fit_events(folder: Path) -> list[Path]:
+    """Delete the event files in run folder ``folder`` that hold a fit's final off-schedule
+    evaluation (:func:`lit_vae.logging.log_end_of_fit`), before a resume logs into it; returns
+    them. The resumed run continues the curve past that point, as the run that never stopped."""
+    files = sorted(folder.glob(f"events.out.tfevents.*{END_OF_FIT_SUFFIX}"))
+    for file in files:
+        file.unlink()
+    return files
 
 
 def purge_step(checkpoint: dict[str, Any]) -> int:

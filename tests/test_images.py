@@ -16,6 +16,7 @@ from lit_vae.callbacks.images import manifold_points
 from lit_vae.datamodules import FreyFaceDataModule, MNISTDataModule
 from lit_vae.figures import Run, draw, panel_title, paper_curves
 from lit_vae.figures import main as figures
+from lit_vae.logging import END_OF_FIT_SUFFIX
 from tests.helpers import fit
 
 TAGS = ("images/manifold", "images/reconstructions", "images/samples")
@@ -129,7 +130,7 @@ def run(tmp_path_factory, data_dir):
 @pytest.mark.slow
 class TestDuringFit:
     def test_event_files_hold_the_three_images_at_the_schedule(self, run):
-        (file,) = run.glob("events.out.tfevents.*")
+        (file,) = (path for path in run.glob("events.out.tfevents.*") if not path.name.endswith(END_OF_FIT_SUFFIX))
         events = EventAccumulator(str(file), size_guidance={IMAGES: 0})
         events.Reload()
         assert sorted(events.Tags()[IMAGES]) == list(TAGS)

@@ -185,6 +185,18 @@ class TestFit:
         assert len(lines) == 1 and "MCEM has no encoder: evaluate it with `test`" in lines[0], lines
 
 
+def test_a_fit_ending_off_the_schedule_logs_and_summarises_its_final_test_bound(tmp_path, data_dir, caplog):
+    """130 steps end at 13,000 samples, between the schedule's 10,000 and 20,000: the final test
+    bound is in the event files (for TensorBoard and its HPARAMS tab) and is the one number the
+    console prints for it, in the end-of-fit line and in the summary."""
+    with caplog.at_level("INFO"):
+        fit(tmp_path, data_dir, "--model.init_args.hidden_dim=50", "--trainer.max_steps=130")
+    step, value = read_scalars(tmp_path / "runs" / "mnist_nz20" / "version_0")["lower_bound/test"][-1]
+    assert step == 13_000
+    printed = re.findall(r"lower_bound/test(?: = |:\s+)(-[\d.]+) nats per datapoint", caplog.text)
+    assert len(printed) == 2 and printed[0] == printed[1] and float(printed[0]) == pytest.approx(value, abs=0.006), printed
+
+
 class TestResume:
     ARGS = ("--model.init_args.hidden_dim=50", "--checkpoint.every_n_train_steps=100")
 
@@ -194,6 +206,9 @@ class TestResume:
         fit(tmp_path / "parts", data_dir, *self.ARGS, f"--trainer.max_steps={stop}")
         last = tmp_path / "parts" / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt"
         assert torch.load(last, weights_only=True)["global_step"] == stop  # the final state, also off the every-100 grid
+        # The end of the fit is logged (25,000 samples is off the schedule's 20,000 and 50,000)
+        ended = read_scalars(last.parent.parent)
+        assert ended["lower_bound/test"][-1][0] == ended["kl/test"][-1][0] == stop * 100
         fit(tmp_path / "parts", data_dir, *self.ARGS, "--trainer.max_steps=700", "--ckpt_path=last")
         whole = tmp_path / "whole" / "runs" / "mnist_nz20" / "version_0"
         parts = tmp_path / "parts" / "runs" / "mnist_nz20"
@@ -201,7 +216,7 @@ class TestResume:
         parts = parts / "version_0"
         a, b = parameters(whole / "checkpoints" / "last.ckpt"), parameters(parts / "checkpoints" / "last.ckpt")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-        # the same curves, each point once (the stop's own test bound was printed, not logged)
+        # the same curves, each point once: the resume removed the stop's end-of-fit point
         assert read_scalars(parts) == read_scalars(whole)
         assert sorted(p.name for p in parts.glob("config*.yaml")) == ["config.resume-1.yaml", "config.yaml"]
 
@@ -416,7 +431,8 @@ class TestDistributed:
         scalars = read_scalars(runs[0])
         # each step evaluates 2 x 100 samples: an epoch of 50,000 is 250 steps
         assert [s for s, _ in scalars["lower_bound/train"]] == [50_000]
-        assert [s for s, _ in scalars["lower_bound/test"]][-1] == 50_000  # 60,000, the end, is off the schedule
+        test = [s for s, _ in scalars["lower_bound/test"]]
+        assert test[-2:] == [50_000, 60_000] and len(list(runs[0].glob("*.end_of_fit"))) == 1  # the off-schedule end, once
         assert scalars["lower_bound/test"][-1][1] > scalars["lower_bound/test"][0][1] + 100
         assert VAE.load_from_checkpoint(runs[0] / "checkpoints" / "last.ckpt").samples_evaluated == 60_000
         for tag in ("marginal_likelihood/train", "marginal_likelihood_importance/test"):
