@@ -29,7 +29,7 @@
    aggregate is their sum.
 8. The dashboard's cost (``--sections logging``): ``train.py fit --config configs/mnist.yaml``
    (read as in 3) of this checkout against the same command in a git worktree of ``--without``
-   (default ``f90d8aa``, the commit before #14 added the bound's terms, active units, the KL
+   (default ``f90d8aa``, the commit before the dashboard work added the bound's terms, active units, the KL
    histogram, the Custom Scalars layout and the HPARAMS tab), alternated ``--repeats`` times so
    that drift in the machine's load falls on both; medians.
 

@@ -1,5 +1,5 @@
-"""An estimate of log p(x) over a set of points, kept only if it is possible (issue #14: an
-impossible number is never the headline).
+"""An estimate of log p(x) over a set of points, kept only if it is possible: an impossible
+number is never the headline.
 
 An estimate fails, with its reason, when a point's value is not finite, when a point's value
 exceeds what the decoder allows (log p(x) <= max_z log p(x|z): 0 under the Bernoulli decoder of

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+import torch
 from lightning.pytorch.cli import LightningArgumentParser
 
 from lit_vae.configs import config_file, config_names
@@ -76,6 +77,16 @@ def _closest(name: str, valid: list[str], prefix: str) -> str:
 
 
 CONFIG_FLAGS = ("--config", "-c")
+
+
+def trainer_error(error: Exception) -> str:
+    """One line for a Trainer setting Lightning refuses; for an accelerator this machine lacks,
+    what to do instead."""
+    message = " ".join(str(error).split()).rstrip("!.")
+    if re.search(r"gpu|cuda|mps|accelerator", message, re.IGNORECASE) and not torch.cuda.is_available():
+        message += (". This machine has no GPU that torch can use; the CPU is the default, as in the paper: "
+                    "leave out --trainer.accelerator and --trainer.devices")
+    return f"--trainer: {message}"
 
 
 def shipped_configs(args: list[str]) -> list[str]:

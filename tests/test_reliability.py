@@ -274,6 +274,8 @@ class TestArguments:
         ("--data=FreyFace", "--data FreyFace: no such class (did you mean FreyFaceDataModule?)"),
         ("--config=mnsit", "--config: no file mnsit, and no shipped config of that name (did you mean mnist?"),
         ("--config=../configs/mnist", "--config: no file ../configs/mnist, and no shipped config of that name"),
+        pytest.param("--trainer.accelerator=gpu", "--trainer: No supported gpu backend found. This machine has no GPU",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     ])
     def test_refused_in_one_line_before_anything_exists(self, tmp_path, data_dir, capsys, argument, message):
         with pytest.raises(SystemExit):
