@@ -169,8 +169,9 @@ def checkpoint_of(root: Path) -> Path | None:
 @dataclass(frozen=True)
 class Status:
     """Where a run stands: ``state`` is one of ``done``, ``running`` (its fit, or a sweep that
-    trains it, holds its lock), ``stopped`` (it continues from its checkpoint), ``failed`` (its
-    last attempt exited with an error), ``not started``."""
+    trains it, holds its lock), ``stopped`` (it continues from its checkpoint), ``ended short``
+    (it finished a smaller budget than this one, and continues to it), ``failed`` (its last
+    attempt exited with an error), ``not started``."""
 
     plan: Plan
     state: str
@@ -192,6 +193,8 @@ def status(plan: Plan) -> Status:
         state = "running"
     elif (plan.root / FAILED).exists():
         state = "failed"
+    elif progress and 0 < progress.get("max_steps", -1) <= progress.get("global_step", 0):
+        state = "ended short"  # finished its own, smaller budget; the sweep continues it to this one
     elif folder is not None:
         state = "stopped"
     else:

@@ -301,6 +301,10 @@ class TestSweep:
         states = [line.split()[1] for line in status_table(
             [sweep.Plan(spec, 2000, tmp_path / "out", 1, 1) for spec in sweep.load_manifest(manifest)]).splitlines()[1:]]
         assert states == ["done", "failed"]
+        # asked about a larger budget, the finished run is one that ended short of it, not a stopped one
+        states = [line.split()[1:3] for line in status_table(
+            [sweep.Plan(spec, 4000, tmp_path / "out", 1, 1) for spec in sweep.load_manifest(manifest)]).splitlines()[1:]]
+        assert states == [["ended", "short"], ["failed", "0"]]
 
     def test_a_preemption_signal_stops_the_slurm_child_with_its_checkpoint(self, tmp_path, data_dir, monkeypatch):
         """The run's process as a SLURM array task starts it (the job's SLURM_* variables set, the
