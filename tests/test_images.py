@@ -14,7 +14,7 @@ from lit_vae import VAE
 from lit_vae.callbacks import ImagesCallback
 from lit_vae.callbacks.images import manifold_points
 from lit_vae.datamodules import FreyFaceDataModule, MNISTDataModule
-from lit_vae.figures import Run, draw, panel_title, paper_curves
+from lit_vae.figures import Run, draw, find_runs, panel_title, paper_curves
 from lit_vae.figures import main as figures
 from lit_vae.logging import END_OF_FIT_SUFFIX
 from tests.helpers import fit
@@ -169,6 +169,17 @@ class TestShortRuns:
         assert panel_title("MNIST, Nz = 20", 20_000) == (
             "MNIST, Nz = 20\n(ends at 20,000 samples; the paper's readings begin at $10^6$)")
         assert panel_title("MNIST, Nz = 20", 1_000_000) == "MNIST, Nz = 20"
+
+
+def test_a_runs_evaluation_folders_are_not_runs_of_their_own(tmp_path):
+    """``test``, ``validate`` and ``predict`` of a checkpoint log into ``version_<n>/<subcommand>``:
+    the figures tool finds the run once, and such a folder only when it is named itself."""
+    run = tmp_path / "mnist_nz20" / "version_0"
+    for folder in (run, run / "test", run / "predict"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "events.out.tfevents.1.host.1.0").write_bytes(b"")
+    assert find_runs([tmp_path]) == [run]
+    assert find_runs([run / "test"]) == [run / "test"]
 
 
 @pytest.mark.slow
