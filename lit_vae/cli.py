@@ -343,7 +343,7 @@ class VAECLI(LightningCLI):
             runs.lock_folder(Path(folder))
         except (BlockingIOError, runs.LockUnavailableError) as error:
             self.parser.error(str(error))
-        rank_zero_info(f"run folder: {Path(folder).resolve()}")
+        rank_zero_info(f"run folder: {Path(folder).resolve()} (seed {self.config.fit.seed_everything})")
         checkpoints = Path(self.config.fit.ckpt_path).parent if self.checkpoint is not None else None
         if checkpoints is not None and Path(folder) in (checkpoints, checkpoints.parent):  # a folder this process holds
             AtomicCheckpointIO.remove_leftovers(checkpoints)

@@ -117,22 +117,29 @@ def shipped_config(name: str) -> str:
 
 
 class _NoTips(logging.Filter):
-    """Drops Lightning's advertising tips (the "litlogger" one on every run), and its note that
-    it leaves out its default model summary, which this CLI replaces by its own on purpose."""
+    """Drops Lightning's advertising tips (the "litlogger" one on every run); its note that it
+    leaves out its default model summary, which this CLI replaces by its own on purpose; its
+    lines saying that no GPU or TPU is there (where one is, they stay); and "Seed set to", which
+    came before every command, even one ending in a one-line error (a fit names its seed with
+    its run folder)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(("\N{ELECTRIC LIGHT BULB} Tip:", "Trainer already configured with model summary"))
+        return not record.getMessage().startswith((
+            "\N{ELECTRIC LIGHT BULB} Tip:", "Trainer already configured with model summary",
+            "GPU available: False, used: False", "TPU available: False", "Seed set to"))
 
 
 def silence_what_does_not_apply() -> None:
-    """Lightning's messages that say nothing about this project's runs: its tips; the warning
+    """Lightning's messages that say nothing about this project's runs: its tips and the lines
+    of :class:`_NoTips`; the warning
     that an epoch (Frey Face's 16 minibatches) is shorter than ``log_every_n_steps``, which only
     concerns per-step ``self.log`` calls (the models here log against samples evaluated, at epoch
     ends and schedule points); that a data set without a validation split (Frey Face) skips
     validation; that the prediction loop cannot track batch indices (the prediction writer
     reads each datapoint's row from its batch); and a deprecation inside Lightning's own code
     that no user can act on."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).addFilter(_NoTips())
     for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
                     r"You defined a `validation_step` but have no `val_dataloader`",
                     r"Couldn't infer the batch indices fetched from your dataloader",

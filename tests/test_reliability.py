@@ -265,6 +265,18 @@ class TestOneLastCheckpoint:
 
 
 class TestArguments:
+    def test_an_error_found_after_the_trainer_exists_is_all_the_command_prints(self, tmp_path, data_dir):
+        """No "Seed set to", no "GPU available: False" before the one line (where no GPU is)."""
+        copy = tmp_path / "data" / "MNIST" / "raw"
+        copy.mkdir(parents=True)
+        for source in (data_dir / "MNIST" / "raw").iterdir():
+            (copy / source.name).write_bytes(source.read_bytes())
+        (copy / "t10k-labels-idx1-ubyte").write_bytes(b"not the labels")
+        result = train_process("fit", f"--data.init_args.data_dir={tmp_path / 'data'}",
+                               f"--trainer.logger.init_args.save_dir={tmp_path}", cwd=tmp_path)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.startswith("error: data: ") and result.stderr.count("\n") == 1, result.stderr
+
     @pytest.mark.parametrize(("argument", "message"), [
         ("--trainer.max_steps=0", "--trainer.max_steps must be positive"),
         ("--trainer.max_steps=-5", "--trainer.max_steps must be positive"),
