@@ -116,7 +116,7 @@ def shipped_config(name: str) -> str:
         sys.exit(2)
 
 
-class _NoTips(logging.Filter):
+class _Irrelevant(logging.Filter):
     """Drops Lightning's advertising tips (the "litlogger" one on every run); its note that it
     leaves out its default model summary, which this CLI replaces by its own on purpose; its
     lines saying that no GPU or TPU is there (where one is, they stay); and "Seed set to", which
@@ -131,7 +131,7 @@ class _NoTips(logging.Filter):
 
 def silence_what_does_not_apply() -> None:
     """Lightning's messages that say nothing about this project's runs: its tips and the lines
-    of :class:`_NoTips`; the warning
+    of :class:`_Irrelevant`; the warning
     that an epoch (Frey Face's 16 minibatches) is shorter than ``log_every_n_steps``, which only
     concerns per-step ``self.log`` calls (the models here log against samples evaluated, at epoch
     ends and schedule points); that a data set without a validation split (Frey Face) skips
@@ -139,7 +139,7 @@ def silence_what_does_not_apply() -> None:
     reads each datapoint's row from its batch); and a deprecation inside Lightning's own code
     that no user can act on."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
-        logging.getLogger(name).addFilter(_NoTips())
+        logging.getLogger(name).addFilter(_Irrelevant())
     for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
                     r"You defined a `validation_step` but have no `val_dataloader`",
                     r"Couldn't infer the batch indices fetched from your dataloader",
