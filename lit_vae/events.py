@@ -24,9 +24,7 @@ def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
     and ``predict`` of a run's checkpoints log (``version_<n>/test``, ...) are left out, unless
     ``run_dir`` is one: their points repeat, or come between, the training curves' ones.
     """
-    root = Path(run_dir)
-    folders = sorted({file.parent for file in root.rglob("events.out.tfevents.*")
-                      if file.parent == root or not is_evaluation(file.parent)})
+    folders = event_folders(run_dir)
     if not folders:
         raise FileNotFoundError(f"no TensorBoard event files under {run_dir}")
     events: dict[str, list[ScalarEvent]] = defaultdict(list)
@@ -38,6 +36,15 @@ def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
         for tag in accumulator.Tags()[SCALARS]:
             events[tag] += accumulator.Scalars(tag)
     return {tag: sorted(points, key=lambda e: (e.step, e.wall_time)) for tag, points in events.items()}
+
+
+def event_folders(root: str | Path) -> list[Path]:
+    """The folders under ``root`` that directly hold event files of a run's training, in sorted
+    order: where ``test``, ``validate`` and ``predict`` of its checkpoints log
+    (:func:`is_evaluation`) is left out, unless ``root`` is such a folder itself."""
+    root = Path(root)
+    return sorted({file.parent for file in root.rglob("events.out.tfevents.*")
+                   if file.parent == root or not is_evaluation(file.parent)})
 
 
 def is_evaluation(folder: Path) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lit_vae.events import is_evaluation, read_scalars
+from lit_vae.events import event_folders, read_scalars
 from lit_vae.runs import dataset_name
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.csv")
@@ -61,8 +61,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     of its own (unless named itself)."""
     folders: set[Path] = set()
     for path in map(Path, paths):
-        found = ({file.parent for file in path.rglob("events.out.tfevents.*") if file.parent == path or not is_evaluation(file.parent)}
-                 if path.is_dir() else set())
+        found = set(event_folders(path)) if path.is_dir() else set()
         if not found:
             raise FileNotFoundError(
                 f"no TensorBoard event files under {path}: pass run folders written by "
