@@ -100,7 +100,8 @@ def sweep_with_kills(folder: Path, kills: int, seed: int, env: dict) -> None:
     """The ``--sweep`` benchmark (see the module's docstring)."""
     import yaml
 
-    from lit_vae import runs, sweep
+    from lit_vae import sweep
+    from lit_vae.run_folder import RunVersions
 
     manifest = folder / "manifest.yaml"
     manifest.write_text(yaml.safe_dump(SWEEP))
@@ -138,7 +139,7 @@ def sweep_with_kills(folder: Path, kills: int, seed: int, env: dict) -> None:
     for spec in sweep.load_manifest(manifest):
         for s in (1, 2):
             name = spec.name if s == 1 else f"{spec.name}_seed{s}"
-            a, b = (torch.load(runs.resume_checkpoint(root / name), weights_only=True) for root in (folder / "whole", out))
+            a, b = (torch.load(RunVersions(root / name).resume_checkpoint(), weights_only=True) for root in (folder / "whole", out))
             identical.append(same_state(a, b) and a["global_step"] == b["global_step"])
             print(f"  {name}: final parameters and Adagrad state identical to the uninterrupted sweep's: {identical[-1]}")
     print(f"{sum(identical)} of {len(identical)} runs identical after {kills} kills; {time.perf_counter() - started:.0f} s")

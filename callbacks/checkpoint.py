@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import threading
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -27,7 +25,7 @@ from lit_vae.callbacks.lightning_loop_state import (
     is_next_epoch_start,
     validation_due_on_restart,
 )
-from lit_vae.interfaces import NonFiniteError, non_finite_message
+from lit_vae.interfaces import NonFiniteError, TrainingModel, non_finite_message
 
 #: The command line's step-checkpoint interval: 2,000 steps (2 x 10^5 samples at M = 100).
 EVERY_N_TRAIN_STEPS = 2_000
@@ -90,29 +88,19 @@ class RunCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict.get("dirpath")
         if saved and self.dirpath and saved != self.dirpath:  # the run folder was moved or renamed
-            state_dict = relocated(state_dict, saved, self.dirpath)
+            state_dict = relocated(state_dict, saved, str(self.dirpath))
         super().load_state_dict(state_dict)
 
-    def remove_orphans(self, folder: Path, checkpoint: dict[str, Any]) -> list[Path]:
-        """Delete the step checkpoints in ``folder`` that killed saves left, before a resume from
-        ``checkpoint`` writes there; returns them. ``ModelCheckpoint`` writes a new step checkpoint,
-        then removes the one it replaces: a kill in between leaves the old file, which the state
-        saved with the new one no longer tracks. Removed: files named as this callback names them
-        by default (``epoch=E-step=S.ckpt``), from steps up to the checkpoint's, and not tracked
-        by its state; nothing with other names or from later steps (a resume from an older
-        checkpoint keeps those). Only for a folder no other process writes to (the CLI holds its lock)."""
+    def tracked_files(self, checkpoint: dict[str, Any]) -> set[str] | None:
+        """The names of the files this callback's state in ``checkpoint`` tracks (the best, the
+        k-th best and the last checkpoint); ``None`` where it names its files otherwise than
+        Lightning's default (``filename`` given) or the state is absent, so that a resume leaves
+        every step checkpoint in place (:meth:`lit_vae.run_folder.RunFolder.clear_for_resume`)."""
         state = checkpoint.get("callbacks", {}).get(self.state_key)
         if self.filename is not None or state is None:
-            return []
-        tracked = {os.path.basename(path) for path in [*state.get("best_k_models", {}), state.get("best_model_path"),
-                                                       state.get("kth_best_model_path"), state.get("last_model_path")] if path}
-        orphans = []
-        for path in sorted(folder.glob("epoch=*-step=*.ckpt")):
-            named = re.fullmatch(r"epoch=\d+-step=(\d+)\.ckpt", path.name)
-            if named and int(named.group(1)) <= checkpoint["global_step"] and path.name not in tracked:
-                path.unlink(missing_ok=True)
-                orphans.append(path)
-        return orphans
+            return None
+        return {os.path.basename(path) for path in [*state.get("best_k_models", {}), state.get("best_model_path"),
+                                                    state.get("kth_best_model_path"), state.get("last_model_path")] if path}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)  # starts the clock of train_time_interval
@@ -180,7 +168,8 @@ class RunCheckpoint(ModelCheckpoint):
         """The step checkpoint (``ModelCheckpoint``'s rule), then ``last.ckpt`` if this step ends the run."""
         super().on_train_batch_end(trainer, pl_module, None, None, batch_idx)
         step = trainer.global_step
-        on_grid = bool(self.every_n_train_steps) and step % self.every_n_train_steps == 0
+        every = self.every_n_train_steps or 0
+        on_grid = every > 0 and step % every == 0
         final = 0 <= trainer.max_steps <= step
         if self.save_last and (final or self._requested is not None) and not on_grid and self.dirpath is not None:
             path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
@@ -219,7 +208,7 @@ class RunState(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         # Once per checkpoint, not per step: never write parameters that an update broke.
         if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
-            raise NonFiniteError(non_finite_message(pl_module, "non-finite parameters"))
+            raise NonFiniteError(non_finite_message(cast(TrainingModel, pl_module), "non-finite parameters"))
         for logger in trainer.loggers:
             logger.save()
         checkpoint["rng_states"] = global_rng_states()
@@ -232,7 +221,7 @@ class RunState(pl.Callback):
 def global_rng_states() -> dict[str, Any]:
     """The states of torch's, numpy's and Python's global generators, as tensors and numbers
     (what ``torch.load(weights_only=True)`` reads back)."""
-    _, keys, position, has_gauss, gauss = np.random.get_state()
+    _, keys, position, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     version, state, python_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),

@@ -1,5 +1,5 @@
 """Checkpoint files, read and written safely: every read is ``torch.load(weights_only=True)``
-(:func:`read_checkpoint`, and :func:`stored_step` for the step alone), so a file whose unpickling
+(:func:`read_checkpoint`, and :func:`lit_vae.run_folder.stored_value` for one entry), so a file whose unpickling
 would run code is refused, never executed; a file that names code (a class or instantiator other
 than this project's), is damaged, holds non-finite or non-tensor state, or lacks what exact
 resume needs is refused in one line; and every write goes through a temporary file, so a kill or
@@ -8,11 +8,8 @@ a full disk leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
-import math
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +18,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lit_vae.atomic import atomic_write
 
 #: Hyperparameters that fix the shapes of the networks.
 ARCHITECTURE = ("input_dim", "latent_dim", "hidden_dim", "likelihood")
@@ -102,22 +101,6 @@ def refuse_foreign_code(hyper_parameters: Any, path: str | Path) -> None:
                 refuse_foreign_code(item, path)
 
 
-def stored_step(path: str | Path) -> float:
-    """The training step a checkpoint file holds (``global_step``), read without loading its
-    tensors; ``inf`` for a file that cannot be read, so that it is chosen, and refused loudly by
-    :func:`read_checkpoint`, rather than silently passed over for an older state."""
-    return stored_value(path, "global_step", math.inf)
-
-
-def stored_value(path: str | Path, key: str, unreadable: Any) -> Any:
-    """The top-level entry ``key`` of a checkpoint file (``global_step``, ``samples_evaluated``),
-    read without loading its tensors; ``unreadable`` for a file that cannot be read or lacks it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)[key]
-    except Exception:  # damaged, truncated, or not a checkpoint
-        return unreadable
-
-
 def _damaged_member(path: str | Path) -> str | None:
     """What fails the CRC check of the zip archive that ``torch.save`` writes (``None``: intact,
     or not a zip archive, which ``torch.load`` then judges)."""
@@ -177,9 +160,8 @@ def check_checkpoint(checkpoint: dict[str, Any], path: str | Path, model: pl.Lig
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file beside its destination, flushes it to the disk,
-    then renames it over the destination (``os.replace``: atomic on POSIX and Windows); reads
-    through :func:`read_checkpoint`.
+    """Writes a checkpoint with :func:`lit_vae.atomic.atomic_write`; reads through
+    :func:`read_checkpoint`.
 
     Lightning's own writer moves a file from the system's temporary folder, which is a copy,
     not a rename, whenever that folder is on another file system: a kill during the copy leaves
@@ -190,21 +172,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     that Lightning's restore takes it from memory instead of reading the file again.
     """
 
-    #: Suffix of the temporary files, ``.<name>.<random>.tmp``: what a save killed midway leaves.
-    TEMPORARY = ".tmp"
-
     def __init__(self) -> None:
         super().__init__()
         self._preloaded: tuple[str, dict[str, Any]] | None = None
-
-    @classmethod
-    def remove_leftovers(cls, folder: Path) -> list[Path]:
-        """Delete the temporary files that saves killed midway left in ``folder``; returns them.
-        Only for a folder no other process writes to (the CLI holds its lock)."""
-        leftovers = sorted(folder.glob(f".*.ckpt.*{cls.TEMPORARY}"))
-        for path in leftovers:
-            path.unlink(missing_ok=True)
-        return leftovers
 
     def preload(self, path: str | Path, checkpoint: dict[str, Any]) -> None:
         """Serve ``checkpoint`` for the next :meth:`load_checkpoint` of ``path``."""
@@ -224,17 +194,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=self.TEMPORARY)
         try:
-            with os.fdopen(handle, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
+            atomic_write(path, lambda file: torch.save(checkpoint, file))
         except (OSError, RuntimeError) as error:  # a full disk, a file-size limit: the previous checkpoint is whole
-            Path(temporary).unlink(missing_ok=True)
             # torch.save's archive writer reports a failed write as a RuntimeError of its own.
             if isinstance(error, RuntimeError) and not re.search(r"unexpected pos|PytorchStreamWriter failed", str(error)):
                 raise
@@ -242,9 +204,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise CheckpointWriteError(f"could not write the checkpoint {path} ({reason}); "
                                        "the run's previous checkpoint is unchanged. Free space (or raise the limit), "
                                        "then continue with --ckpt_path last") from None
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
 
 class CheckpointWriteError(OSError):

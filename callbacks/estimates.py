@@ -28,6 +28,15 @@ class CheckedEstimate(nn.Module):
         maximum: the decoder's upper bound on log p(x) (the model's ``max_log_likelihood``).
     """
 
+    count: SumMetric
+    total: SumMetric
+    total_squared: SumMetric
+    not_finite: SumMetric
+    above: SumMetric
+    gap: SumMetric
+    gap_squared: SumMetric
+    compared: SumMetric
+
     def __init__(self, maximum: float) -> None:
         super().__init__()
         self.maximum = maximum

@@ -15,8 +15,13 @@ from torchvision.utils import make_grid, save_image
 
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
 from lit_vae.estimators import latent_activity
-from lit_vae.interfaces import SplitData, evaluating, require_model
+from lit_vae.interfaces import SplitData, evaluating, model_of, recognition_of, require_model
 from lit_vae.logging import log_image_at_samples
+
+#: Test points whose encodings rank the latent dimensions for the manifold: enough to tell the
+#: active from the inactive (their variances differ by orders of magnitude), a tenth of MNIST's
+#: test split, so that the picture costs little at each point of the schedule.
+ACTIVITY_POINTS = 1000
 
 
 def manifold_points(size: int, latent_dim: int, dims: Sequence[int] = (0, 1)) -> Tensor:
@@ -52,8 +57,9 @@ class ImagesCallback(pl.Callback):
     - manifold: decoder means on the :func:`manifold_points` grid, ``manifold_size`` squared
       (Appendix A: 20 x 20 for MNIST, 10 x 10 for Frey Face). For Nz > 2 it spans two latent
       dimensions with the others at 0: ``manifold_dims`` if given, else the two most active ones
-      at that point (the largest variance of the encoder's mean over the test split, see
-      ``latent/active_units``), in increasing order; (0, 1) for a model without an encoder.
+      at that point (the largest variance of the encoder's mean over the first
+      :data:`ACTIVITY_POINTS` test points, see ``latent/active_units``), in increasing order;
+      (0, 1) for a model without an encoder.
     - samples: decoder means at ``num_samples`` fixed draws z ~ N(0, I) (Figure 5), the same
       draws at every point, so the pictures show how the model changes.
     - reconstructions: the first ``num_reconstructions`` test images, each row of originals
@@ -90,7 +96,7 @@ class ImagesCallback(pl.Callback):
         if num_reconstructions < 0 or num_reconstructions % nrow:
             raise ValueError(f"num_reconstructions must be a non-negative multiple of nrow={nrow}, got {num_reconstructions}")
         self.manifold_size = manifold_size
-        self.manifold_dims = tuple(manifold_dims) if manifold_dims is not None else None
+        self.manifold_dims: tuple[int, ...] | None = tuple(manifold_dims) if manifold_dims is not None else None
         self.num_samples = num_samples
         self.num_reconstructions = num_reconstructions
         self.nrow = nrow
@@ -100,15 +106,16 @@ class ImagesCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
+        model = model_of(pl_module)
         if self.manifold_dims is not None:
             # Raises here, before training, on dimensions the model does not have (the CLI checks earlier).
-            manifold_points(self.manifold_size, pl_module.latent_dim, self.manifold_dims)
-        self._sample_z = pl_module.prior_sample(self.num_samples, torch.Generator().manual_seed(self.seed))
+            manifold_points(self.manifold_size, model.latent_dim, self.manifold_dims)
+        self._sample_z = model.prior_sample(self.num_samples, torch.Generator().manual_seed(self.seed))
         # trainer.log_dir broadcasts from rank 0, so it is read here, where every rank calls it.
         self._folder = Path(trainer.log_dir or trainer.default_root_dir) / "images"
-        data = trainer.datamodule
+        data = getattr(trainer, "datamodule", None)
         self._shape = data.image_shape if isinstance(data, SplitData) else None
-        if self._shape is None:
+        if not isinstance(data, SplitData):
             rank_zero_warn("ImagesCallback needs one of this project's data modules (image shape, test split); no images are logged.")
         else:
             data.setup(stage)
@@ -116,7 +123,8 @@ class ImagesCallback(pl.Callback):
             self._test_images = self._test[: min(self.num_reconstructions, len(self._test) // self.nrow * self.nrow)]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
+        model = model_of(pl_module)
+        if self.schedule.due(model.samples_before_step, model.samples_evaluated):
             self._log(trainer, pl_module)
 
     @rank_zero_only
@@ -127,12 +135,12 @@ class ImagesCallback(pl.Callback):
         if images:
             self._folder.mkdir(parents=True, exist_ok=True)
             for name, image in images.items():
-                save_image(image, self._folder / f"{name}_{pl_module.samples_evaluated}.png")
+                save_image(image, self._folder / f"{name}_{model_of(pl_module).samples_evaluated}.png")
 
     @rank_zero_only
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for name, image in self.draw(pl_module).items():
-            log_image_at_samples(trainer, f"images/{name}", image, pl_module.samples_evaluated)
+            log_image_at_samples(trainer, f"images/{name}", image, model_of(pl_module).samples_evaluated)
 
     @torch.no_grad()
     def draw(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
@@ -141,31 +149,33 @@ class ImagesCallback(pl.Callback):
         shape = self._shape
         if shape is None:
             return {}
-        device = pl_module.device
+        model, device = model_of(pl_module), pl_module.device
         with evaluating(pl_module):
-            grid = manifold_points(self.manifold_size, pl_module.latent_dim, self.spanned_dims(pl_module)).to(device)
+            grid = manifold_points(self.manifold_size, model.latent_dim, self.spanned_dims(pl_module)).to(device)
             images = {
-                "manifold": self._grid(pl_module.decode_mean(grid), shape, self.manifold_size, padding=0),
-                "samples": self._grid(pl_module.decode_mean(self._sample_z.to(device)), shape, self.nrow),
+                "manifold": self._grid(model.decode_mean(grid), shape, self.manifold_size, padding=0),
+                "samples": self._grid(model.decode_mean(self._sample_z.to(device)), shape, self.nrow),
             }
-            if len(self._test_images) and pl_module.has_encoder:
+            if len(self._test_images) and model.has_encoder:
                 x = self._test_images.to(device)
-                reconstruction = pl_module.decode_mean(pl_module.encode(x)[0])
+                reconstruction = model.decode_mean(recognition_of(pl_module).encode(x)[0])
                 # Rows of originals, each followed by the row of their reconstructions.
                 pairs = torch.stack([x.view(-1, self.nrow, x.shape[-1]), reconstruction.view(-1, self.nrow, x.shape[-1])], dim=1)
                 images["reconstructions"] = self._grid(pairs.reshape(-1, x.shape[-1]), shape, self.nrow)
         return images
 
     @torch.no_grad()
-    def spanned_dims(self, pl_module: pl.LightningModule) -> tuple[int, int]:
+    def spanned_dims(self, pl_module: pl.LightningModule) -> tuple[int, ...]:
         """The latent dimensions the manifold spans now: ``manifold_dims``, else the two most
-        active over the test split (:func:`~lit_vae.estimators.latent_activity`)."""
+        active over the first :data:`ACTIVITY_POINTS` test points (:func:`~lit_vae.estimators.latent_activity`)."""
+        model = model_of(pl_module)
         if self.manifold_dims is not None:
             return self.manifold_dims
-        if pl_module.latent_dim <= 2 or not pl_module.has_encoder:
+        if model.latent_dim <= 2 or not model.has_encoder:
             return (0, 1)
         with evaluating(pl_module):
-            activity = latent_activity(torch.cat([pl_module.encode(x.to(pl_module.device))[0] for x in self._test.split(1000)]))
+            encode = recognition_of(pl_module).encode
+            activity = latent_activity(encode(self._test[:ACTIVITY_POINTS].to(pl_module.device))[0])
         first, second = sorted(activity.topk(2).indices.tolist())
         return first, second
 

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
-from lit_vae.interfaces import require_model
+from lit_vae.interfaces import model_of, recognition_of, require_model
 from lit_vae.logging import log_end_of_fit, log_evaluation
 
 
@@ -57,7 +57,8 @@ class LowerBoundCallback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
         self._strategy = trainer.strategy  # to gather every rank's running sums into checkpoints
-        self._active = pl_module.has_encoder
+        self._rank_of_world = trainer.global_rank, trainer.world_size
+        self._active = model_of(pl_module).has_encoder
         if not self._active:
             rank_zero_info(f"{type(pl_module).__name__} has no recognition model q(z|x), hence no lower bound: "
                            "lower_bound/* is not logged (the marginal likelihood is).")
@@ -66,6 +67,7 @@ class LowerBoundCallback(pl.Callback):
                            batch_idx: int) -> None:
         if not self._active:
             return
+        model = model_of(pl_module)
         bound, kl = outputs["lower_bound"], outputs.get("kl")
         if self._sum.device != bound.device:
             self._sum, self._kl_sum = self._sum.to(bound.device), self._kl_sum.to(bound.device)
@@ -77,28 +79,28 @@ class LowerBoundCallback(pl.Callback):
         # (ModelCheckpoint runs after other callbacks) then hold the next pass's empty sums.
         if batch_idx + 1 == trainer.num_training_batches:
             value = self._pass_mean(self._train_mean, self._sum, pl_module)
-            log_evaluation(pl_module, {"lower_bound/train": value}, pl_module.samples_evaluated, prog_bar=True)
+            log_evaluation(pl_module, {"lower_bound/train": value}, model.samples_evaluated, prog_bar=True)
             if kl is not None and self._kl_known:
                 kl_mean = self._pass_mean(self._train_kl, self._kl_sum, pl_module)
                 log_evaluation(pl_module, {"kl/train": kl_mean, "reconstruction/train": value + kl_mean},
-                               pl_module.samples_evaluated)
+                               model.samples_evaluated)
             self._sum.zero_()
             self._kl_sum.zero_()
             self._count = 0
             self._kl_known = True
-        if self.schedule.due(pl_module.samples_before_step, pl_module.samples_evaluated):
+        if self.schedule.due(model.samples_before_step, model.samples_evaluated):
             evaluation = self.evaluate_test(trainer, pl_module)
             if evaluation is not None:
-                pl_module.log_evaluation("test", evaluation)
+                recognition_of(pl_module).log_evaluation("test", evaluation)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._active and self._last_test != pl_module.samples_evaluated:
+        samples = model_of(pl_module).samples_evaluated
+        if self._active and self._last_test != samples:
             evaluation = self.evaluate_test(trainer, pl_module)
             if evaluation is not None:
-                log_end_of_fit(trainer, {"lower_bound/test": evaluation.lower_bound, **evaluation.terms("test")},
-                               pl_module.samples_evaluated)
+                log_end_of_fit(trainer, {"lower_bound/test": evaluation.lower_bound, **evaluation.terms("test")}, samples)
                 rank_zero_info(f"lower_bound/test = {evaluation.lower_bound:.2f} nats per datapoint at the end of the fit "
-                               f"({pl_module.samples_evaluated:,} samples)")
+                               f"({samples:,} samples)")
 
     def _pass_mean(self, metric: MeanMetric, total: torch.Tensor, pl_module: pl.LightningModule) -> float:
         """The pass's mean per datapoint of ``total`` (this rank's sum), over all ranks."""
@@ -111,12 +113,12 @@ class LowerBoundCallback(pl.Callback):
     def evaluate_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
         """The model's evaluation of the test split (``None``, with a warning, without a data
         module to give it); the latest one is :attr:`latest`."""
-        datamodule = trainer.datamodule
+        datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None:
             rank_zero_warn("LowerBoundCallback needs a LightningDataModule for the test split; lower_bound/test is not logged.")
             return None
-        self._last_test = pl_module.samples_evaluated
-        self.latest = pl_module.evaluate(datamodule.test_dataloader())
+        self._last_test = model_of(pl_module).samples_evaluated
+        self.latest = recognition_of(pl_module).evaluate(datamodule.test_dataloader())
         return self.latest
 
     def state_dict(self) -> dict[str, Any]:
@@ -134,7 +136,7 @@ class LowerBoundCallback(pl.Callback):
         self._kl_known = "kl_sum" in state_dict
         sums, counts = ([value] if not isinstance(value, list) else value for value in (state_dict["sum"], state_dict["count"]))
         kl_sums = state_dict.get("kl_sum", [0.0] * len(sums))
-        rank, world_size = self._strategy.global_rank, self._strategy.world_size
+        rank, world_size = self._rank_of_world
         if len(sums) != world_size:  # saved by another number of processes: the pass's whole sums on rank 0
             sums, counts, kl_sums = ([sum(values)] + [0] * (world_size - 1) for values in (sums, counts, kl_sums))
         self._sum = torch.tensor(sums[rank], dtype=torch.float64)

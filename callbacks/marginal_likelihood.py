@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
-from lit_vae.appendix_d import APPENDIX_D, AppendixD
+from lit_vae.appendix_d import DEFAULT_SETTINGS, MarginalLikelihoodSettings
 from lit_vae.callbacks.estimates import CheckedEstimate
 from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
-from lit_vae.interfaces import SplitData, evaluating, require_model
+from lit_vae.interfaces import SplitData, evaluating, model_of, recognition_of, require_model
 from lit_vae.logging import log_evaluation
 from lit_vae.marginal_likelihood import hmc_log_marginal, importance_log_marginal, prior_search
 from lit_vae.seeding import seeded_generator
@@ -61,7 +61,7 @@ class MarginalLikelihoodCallback(pl.Callback):
         during_fit: bool = False,
         hmc: Literal["auto", "always", "never"] = "auto",
         hmc_max_latent_dim: int = 4,
-        settings: AppendixD = APPENDIX_D,
+        settings: MarginalLikelihoodSettings = DEFAULT_SETTINGS,
         mantissas: Sequence[float] = DEFAULT_MANTISSAS,
         start: int = 100_000,
         chunk_size: int = 250,
@@ -91,19 +91,19 @@ class MarginalLikelihoodCallback(pl.Callback):
     def uses_hmc(self, pl_module: pl.LightningModule) -> bool:
         """Whether the HMC estimator runs for this model (see ``hmc``); ``ValueError`` where it
         would estimate nothing (``never`` for a model without an encoder)."""
-        if not pl_module.has_encoder:
+        model = model_of(pl_module)
+        if not model.has_encoder:
             if self.hmc == "never":
                 raise ValueError(f"hmc never: {type(pl_module).__name__} has no encoder, so the HMC estimator is its only "
                                  "estimate of log p(x); use auto or always")
             return True
         if self.hmc == "auto":
-            return pl_module.latent_dim <= self.hmc_max_latent_dim
+            return model.latent_dim <= self.hmc_max_latent_dim
         return self.hmc == "always"
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        after = pl_module.samples_evaluated
-        before = pl_module.samples_before_step
+        after, before = model_of(pl_module).samples_evaluated, model_of(pl_module).samples_before_step
         if self.during_fit and after >= self.start and self.schedule.due(max(before, self.start - 1), after):
             self.evaluate(trainer, pl_module, ("train", "test"))
 
@@ -113,7 +113,7 @@ class MarginalLikelihoodCallback(pl.Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, splits: Sequence[str]) -> dict[str, float]:
         """The estimates (and the lower bound) on the first points of each split; logs and
         returns those that hold, and prints them with the reason of any that failed."""
-        datamodule = trainer.datamodule
+        datamodule = getattr(trainer, "datamodule", None)
         if not isinstance(datamodule, SplitData):
             raise TypeError("MarginalLikelihoodCallback reads the first points of each split from a data module "
                             "with splits (one of lit_vae.datamodules)")
@@ -131,11 +131,11 @@ class MarginalLikelihoodCallback(pl.Callback):
                         self.failures[f"{name}/{split}"] = failure
         estimates = {k: v for k, v in self.results.items() if not k.startswith("lower_bound")}
         log_evaluation(pl_module, {**estimates, **{k.replace("/", "_standard_error/"): self.errors[k] for k in estimates}},
-                       pl_module.samples_evaluated)
+                       model_of(pl_module).samples_evaluated)
         for split in splits:
             points = min(self.settings.num_datapoints, len(datamodule.splits[split]))
             rank_zero_info(f"log p(x) of the first {points:,} {split} points ({data_variant(datamodule)}) at "
-                           f"{pl_module.samples_evaluated:,} samples ({time.perf_counter() - started:.0f} s): "
+                           f"{model_of(pl_module).samples_evaluated:,} samples ({time.perf_counter() - started:.0f} s): "
                            + "; ".join(self._report(pl_module, split)))
         return self.results
 
@@ -153,19 +153,20 @@ class MarginalLikelihoodCallback(pl.Callback):
             elif key in self.failures:
                 lines.append(f"{method} FAILED, not reported: {self.failures[key]}")
             elif name == "marginal_likelihood":
-                lines.append(f"HMC not applicable: latent_dim {pl_module.latent_dim} > {self.hmc_max_latent_dim}, where "
+                lines.append(f"HMC not applicable: latent_dim {model_of(pl_module).latent_dim} > {self.hmc_max_latent_dim}, where "
                              "the paper finds it unreliable (--marginal_likelihood.hmc always runs it)"
                              if self.hmc == "auto" else "HMC not run (--marginal_likelihood.hmc never)")
         return lines
 
     def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: torch.Tensor,
                   split: str) -> dict[str, CheckedEstimate]:
+        model = model_of(pl_module)
         shard = data[trainer.global_rank :: trainer.world_size].to(pl_module.device)
-        generator = seeded_generator(self.seed, pl_module.samples_evaluated, trainer.global_rank, int(split == "test"),
+        generator = seeded_generator(self.seed, model.samples_evaluated, trainer.global_rank, int(split == "test"),
                                      generator=torch.Generator(device=pl_module.device))
-        encoder, hmc = pl_module.has_encoder, self.uses_hmc(pl_module)
+        encoder, hmc = model.has_encoder, self.uses_hmc(pl_module)
         names = (("marginal_likelihood",) if hmc else ()) + (("marginal_likelihood_importance", "lower_bound") if encoder else ())
-        checked = {name: CheckedEstimate(pl_module.max_log_likelihood).to(pl_module.device) for name in names}
+        checked = {name: CheckedEstimate(model.max_log_likelihood).to(pl_module.device) for name in names}
         chunks = shard.split(self.chunk_size)
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         steps = (self.settings.burn_in + self.settings.num_samples if hmc else 0) + (1 if encoder else 0)
@@ -173,18 +174,18 @@ class MarginalLikelihoodCallback(pl.Callback):
         for x in chunks:
             estimates = {}
             if hmc:
-                init = (pl_module.encode(x)[0].detach() if encoder else
-                        prior_search(pl_module.log_joint, pl_module.prior_sample, x, self.settings.prior_draws,
+                init = (recognition_of(pl_module).encode(x)[0].detach() if encoder else
+                        prior_search(model.log_joint, model.prior_sample, x, self.settings.prior_draws,
                                      generator=generator))
                 estimates["marginal_likelihood"] = hmc_log_marginal(
-                    pl_module.log_joint, x, pl_module.latent_dim, settings=self.settings, init=init, generator=generator,
+                    model.log_joint, x, model.latent_dim, settings=self.settings, init=init, generator=generator,
                     on_iteration=progress.tick)
             if encoder:
                 estimates["marginal_likelihood_importance"] = importance_log_marginal(
-                    pl_module, x, self.settings.importance_samples, generator=generator)
+                    recognition_of(pl_module), x, self.settings.importance_samples, generator=generator)
                 progress.tick()
                 with torch.no_grad():
-                    estimates["lower_bound"] = pl_module.lower_bound(x, generator=generator)
+                    estimates["lower_bound"] = recognition_of(pl_module).lower_bound(x, generator=generator)
             for name, estimate in estimates.items():
                 checked[name].update(estimate.detach(), estimates.get("lower_bound") if name != "lower_bound" else None)
         progress.close()

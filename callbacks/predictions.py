@@ -44,7 +44,7 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any,
                            batch_indices: Any) -> None:
         require_model(pl_module, type(self).__name__)
-        data = trainer.datamodule
+        data = getattr(trainer, "datamodule", None)
         split = data.predict_split if isinstance(data, SplitData) else "predict"
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         result: dict[str, Any] = {key: torch.cat([batch[key] for batch in batches]).cpu() for key in batches[0]}

@@ -4,8 +4,6 @@ on the console's progress bar, the samples evaluated (Figure 2's x axis)."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +11,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from lit_vae.interfaces import require_model
-
-PROGRESS_FILE = "progress.json"
+from lit_vae.interfaces import model_of, require_model
+from lit_vae.run_folder import RunFolder
 
 
 class ProgressFile(pl.Callback):
@@ -29,7 +26,7 @@ class ProgressFile(pl.Callback):
     it is carried in checkpoints, so a resumed run continues the count from its checkpoint (the
     work lost after the checkpoint is done again and counted once). ``samples_per_second`` is
     over those seconds (a run resumed from a checkpoint that carries no time counts from there).
-    The file is replaced atomically; only rank 0 writes it.
+    The file is replaced atomically (:meth:`RunFolder.write_progress`); only rank 0 writes it.
 
     Args:
         every_seconds: the least time between two writes.
@@ -42,17 +39,17 @@ class ProgressFile(pl.Callback):
         self._seconds_before = 0.0  # trained by earlier processes, up to the checkpoint resumed from
         self._untimed: int | None = None  # samples a checkpoint without a time brought
         self._started = self._written = time.monotonic()
-        self._path: Path | None = None
+        self._folder: RunFolder | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
         if trainer.is_global_zero and trainer.log_dir is not None:
-            self._path = Path(trainer.log_dir) / PROGRESS_FILE
+            self._folder = RunFolder(Path(trainer.log_dir))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = self._written = time.monotonic()
         if self._untimed is None:  # a fresh run, or a checkpoint written without this callback
-            self._untimed = pl_module.samples_evaluated
+            self._untimed = model_of(pl_module).samples_evaluated
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -68,34 +65,20 @@ class ProgressFile(pl.Callback):
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._written = time.monotonic()
-        if self._path is None:
+        if self._folder is None:
             return
-        seconds, timed = self.seconds(), pl_module.samples_evaluated - (self._untimed or 0)
-        progress = {"samples_evaluated": pl_module.samples_evaluated, "max_steps": trainer.max_steps,
+        samples = model_of(pl_module).samples_evaluated
+        seconds, timed = self.seconds(), samples - (self._untimed or 0)
+        progress = {"samples_evaluated": samples, "max_steps": trainer.max_steps,
                     "global_step": trainer.global_step, "seconds": round(seconds, 3),
                     "samples_per_second": round(timed / seconds, 1) if seconds > 0 else 0.0}
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._path.with_name(self._path.name + ".tmp")
-        partial.write_text(json.dumps(progress))
-        os.replace(partial, self._path)
+        self._folder.write_progress(progress)
 
     def state_dict(self) -> dict[str, Any]:
         return {"seconds": self.seconds(), "untimed": self._untimed or 0}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._seconds_before, self._untimed = float(state_dict["seconds"]), int(state_dict["untimed"])
-
-
-def read_progress(folder: str | Path) -> dict[str, Any] | None:
-    """The progress a run folder's ``progress.json`` holds; ``None`` where there is none, or it
-    cannot be read, or it is not what :class:`ProgressFile` writes (a number under each key)."""
-    try:
-        progress = json.loads((Path(folder) / PROGRESS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    keys = ("samples_evaluated", "max_steps", "global_step", "seconds", "samples_per_second")
-    numbers = isinstance(progress, dict) and all(isinstance(progress.get(key), int | float) for key in keys)
-    return progress if numbers and not any(isinstance(progress[key], bool) for key in keys) else None
 
 
 class SamplesProgressBar(TQDMProgressBar):

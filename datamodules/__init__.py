@@ -1,6 +1,6 @@
 """Data modules for the paper's two data sets, each split held as one in-memory tensor and served
 as :class:`Batch` minibatches (datapoints and their rows). Of ``lit_vae`` this package imports
-only :mod:`lit_vae.checkout`."""
+only the core's :mod:`lit_vae.checkout` and :mod:`lit_vae.atomic`."""
 
 from lit_vae.checkout import one_package
 from lit_vae.datamodules.batches import Batch, TensorBatches

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
 from lit_vae.datamodules.batches import BatchTransform, TensorBatches
+
+
+def dataset_name(class_path: str) -> str:
+    """The data set a data module class is for, read from its name (never by importing it):
+    ``"MNIST"`` for ``lit_vae.datamodules.MNISTDataModule``, ``"Frey Face"`` for ``...FreyFaceDataModule``."""
+    name = class_path.rpartition(".")[2].removesuffix("DataModule")
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", " ", name)
 
 
 class InMemoryDataModule(pl.LightningDataModule):

@@ -23,7 +23,7 @@ class Batch(NamedTuple):
     split, so that state kept per datapoint (MCEM's chains) needs nothing from the loader."""
 
     x: Tensor
-    index: Tensor
+    index: Tensor  # type: ignore[assignment]  # a field, which hides tuple.index (unused on a Batch)
 
 
 class TensorBatches:

@@ -13,7 +13,11 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import IO
+
+from lit_vae.atomic import atomic_write
 
 #: Environment variable that sets the default data folder.
 DATA_DIR_ENV = "LIT_VAE_DATA_DIR"
@@ -60,7 +64,7 @@ def missing_files_error(dataset: str, folder: Path, names: list[str], reason: st
     )
 
 
-def download_verified(folder: Path, fetch: Callable[[Path], None], names: list[str], verify: Callable[[Path], None]) -> None:
+def download_verified(folder: Path, fetch: Callable[[Path], object], names: list[str], verify: Callable[[Path], object]) -> None:
     """Run ``fetch(tmp)`` to create ``names`` in a temporary folder, ``verify`` each one, then move
     them into ``folder``. On any failure nothing is written to ``folder``; a server that stops
     answering for :data:`DOWNLOAD_TIMEOUT` seconds is a failure (``TimeoutError``)."""
@@ -68,11 +72,13 @@ def download_verified(folder: Path, fetch: Callable[[Path], None], names: list[s
         fetch(Path(tmp))
         for name in names:
             verify(Path(tmp) / name)
-        folder.mkdir(parents=True, exist_ok=True)
         for name in names:
-            partial = folder / f".{name}.partial"
-            shutil.copyfile(Path(tmp) / name, partial)
-            os.replace(partial, folder / name)
+            atomic_write(folder / name, partial(_copy, Path(tmp) / name))
+
+
+def _copy(source: Path, file: IO[bytes]) -> None:
+    with open(source, "rb") as read:
+        shutil.copyfileobj(read, file)
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """The command line as a person meets it: errors in one line that name what was meant, shipped
-configs by name, ``--help``'s description, and Lightning's messages that do not apply here
-silenced."""
+configs by name, ``--help``'s description, Lightning's messages that do not apply here
+silenced, and the summary at the end of a fit."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
+from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.configs import config_file, config_names
 
 
@@ -43,7 +45,7 @@ def short_error(message: str, parser: LightningArgumentParser) -> str:
         klass = getattr(sys.modules.get(module), cls, None)  # imported by the parser already: nothing new is imported
         if isinstance(klass, type):
             options = {parameter for base in klass.__mro__ if "__init__" in vars(base)
-                       for parameter in inspect.signature(base.__init__).parameters} - {"self", "args", "kwargs"}
+                       for parameter in inspect.signature(vars(base)["__init__"]).parameters} - {"self", "args", "kwargs"}
             return f"{cls} has no option {name}{_closest(name, sorted(options), '--model.init_args.')}"
     if unknown := re.search(r"Expected a dot import path string: ([\w.]+)", message):
         keys = re.findall(r'Parser key "([\w.]+)"', message)
@@ -136,13 +138,15 @@ def silence_what_does_not_apply() -> None:
     concerns per-step ``self.log`` calls (the models here log against samples evaluated, at epoch
     ends and schedule points); that a data set without a validation split (Frey Face) skips
     validation; that the prediction loop cannot track batch indices (the prediction writer
-    reads each datapoint's row from its batch); and a deprecation inside Lightning's own code
-    that no user can act on."""
+    reads each datapoint's row from its batch); that under manual optimization (MCEM) a
+    checkpoint holds the state after the step's updates (the state a resume continues from, as
+    wanted); and a deprecation inside Lightning's own code that no user can act on."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
         logging.getLogger(name).addFilter(_Irrelevant())
     for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
                     r"You defined a `validation_step` but have no `val_dataloader`",
                     r"Couldn't infer the batch indices fetched from your dataloader",
+                    r"Using ModelCheckpoint with manual optimization",
                     r"`isinstance\(treespec, LeafSpec\)` is deprecated"):
         warnings.filterwarnings("ignore", message=message)
 
@@ -156,3 +160,22 @@ def description() -> str:
         "WakeSleep, MCEM (lit_vae.baselines); `fit --model.help VAE` lists a model's options. "
         "`lit-vae reproduce --help`: the paper's figures in one command."
     )
+
+
+def fit_summary(trainer: Trainer, model: LightningModule, folder: str | None, seconds: float, samples_at_start: int) -> str:
+    """What a fit leaves, said at its end: the run folder, the last checkpoint, samples evaluated
+    and per second over this fit (``seconds`` long, from ``samples_at_start``), the final bounds
+    (the test bound of the latest evaluation, also one at an off-schedule end)."""
+    lines = [f"run folder:        {Path(folder).resolve()}"] if folder else []
+    last = getattr(trainer.checkpoint_callback, "last_model_path", "")
+    lines.append(f"last checkpoint:   {last or 'none (checkpointing is off)'}")
+    samples = int(getattr(model, "samples_evaluated", 0))
+    rate = (samples - samples_at_start) / max(seconds, 1e-9)
+    lines.append(f"samples evaluated: {samples:,} ({rate:,.0f} samples/s over this fit, evaluations included)")
+    final = {tag: trainer.callback_metrics[tag].item() for tag in ("lower_bound/train", "lower_bound/test")
+             if tag in trainer.callback_metrics}
+    for callback in getattr(trainer, "callbacks", []):
+        if isinstance(callback, LowerBoundCallback) and callback.latest is not None:
+            final["lower_bound/test"] = callback.latest.lower_bound
+    lines += [f"{tag + ':':18} {final[tag]:.2f} nats per datapoint" for tag in ("lower_bound/train", "lower_bound/test") if tag in final]
+    return "\n".join(lines)

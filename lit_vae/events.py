@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator, ScalarEvent
 
-#: The sub-folders of a run folder that ``test``, ``validate`` and ``predict`` of its checkpoints log into.
-EVALUATION_FOLDERS = ("test", "validate", "predict")
+from lit_vae.run_folder import RunFolder
 
 
 def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
@@ -41,15 +39,10 @@ def read_events(run_dir: str | Path) -> dict[str, list[ScalarEvent]]:
 def event_folders(root: str | Path) -> list[Path]:
     """The folders under ``root`` that directly hold event files of a run's training, in sorted
     order: where ``test``, ``validate`` and ``predict`` of its checkpoints log
-    (:func:`is_evaluation`) is left out, unless ``root`` is such a folder itself."""
+    (:meth:`RunFolder.is_evaluation`) is left out, unless ``root`` is such a folder itself."""
     root = Path(root)
     return sorted({file.parent for file in root.rglob("events.out.tfevents.*")
-                   if file.parent == root or not is_evaluation(file.parent)})
-
-
-def is_evaluation(folder: Path) -> bool:
-    """Whether ``folder`` is where an evaluation of a run's checkpoint logs: ``<run>/version_<n>/<subcommand>``."""
-    return folder.name in EVALUATION_FOLDERS and re.fullmatch(r"version_\d+", folder.parent.name) is not None
+                   if file.parent == root or not RunFolder.is_evaluation(file.parent)})
 
 
 def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

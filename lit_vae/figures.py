@@ -23,12 +23,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
+from lit_vae.datamodules.base import dataset_name
 from lit_vae.events import event_folders, read_scalars
-from lit_vae.runs import dataset_name
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.csv")
 
@@ -170,11 +171,12 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
     if paper:
         for (panel, method, split), points in sorted(paper_curves(figure).items(), key=lambda item: _curve_order(*item[0][1:])):
             if panel in where:
-                steps, values = zip(*points)
-                where[panel].plot(steps, values, LINESTYLES[split], color=COLOURS.get(method), marker="o" if split == "train" else "s",
-                                  markersize=4, linewidth=0.8, alpha=0.5, label=f"paper {method} ({split})")
-    legend = {}  # one entry per label: several runs and panels share them
-    last = defaultdict(int)
+                paper_steps, paper_values = zip(*points)
+                where[panel].plot(paper_steps, paper_values, LINESTYLES[split], color=COLOURS.get(method),
+                                  marker="o" if split == "train" else "s", markersize=4, linewidth=0.8, alpha=0.5,
+                                  label=f"paper {method} ({split})")
+    legend: dict[str, Any] = {}  # one entry per label: several runs and panels share them
+    last: defaultdict[Any, int] = defaultdict(int)
     for (panel, *_), seeds in curves.items():
         last[panel] = max(last[panel], *(points[-1][0] for points in seeds))
     for panel, ax in where.items():
@@ -185,7 +187,7 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
         ax.grid(True, which="major", alpha=0.3)
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), fontsize=8, frameon=False)
+    fig.legend(list(legend.values()), list(legend.keys()), loc="lower center", ncol=min(4, len(legend)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.04 + 0.05 * -(-len(legend) // 4) / len(rows), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

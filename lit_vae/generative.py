@@ -5,10 +5,12 @@ paper-era Adagrad, and the count of training samples evaluated (the x axis of Fi
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any, Literal, Self, cast
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -16,7 +18,7 @@ from lit_vae.datamodules.batches import Batch
 from lit_vae.estimators import standard_normal_log_density
 from lit_vae.interfaces import NonFiniteError, non_finite_message
 from lit_vae.logging import log_hparams, log_layout
-from lit_vae.networks import DECODERS, GaussianMLPEncoder, init_normal_
+from lit_vae.networks import DECODERS, BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
 from lit_vae.seeding import seeded_generator
 
 #: Noise streams of :meth:`GenerativeModel.noise_generator`: training steps, evaluation batches.
@@ -67,6 +69,9 @@ class GenerativeModel(pl.LightningModule):
 
     #: Whether the method has a recognition model q(z|x) (and with it a lower bound).
     has_encoder: bool = False
+    encoder: GaussianMLPEncoder
+    decoder: BernoulliMLPDecoder | GaussianMLPDecoder
+    noise_seed: Tensor
 
     def __init__(
         self,
@@ -102,18 +107,18 @@ class GenerativeModel(pl.LightningModule):
         init_normal_(self, init_std)
         # Drawn from the global RNG, so that ``seed_everything`` fixes it; saved with the parameters.
         self.register_buffer("noise_seed", torch.randint(0, 2**62, ()))
-        self.samples_evaluated = 0  # the x axis of Figures 2 and 3; saved in checkpoints
-        self.samples_before_step = 0  # samples_evaluated before the latest training step
+        self.samples_evaluated: int = 0  # the x axis of Figures 2 and 3; saved in checkpoints
+        self.samples_before_step: int = 0  # samples_evaluated before the latest training step
         self._noise: torch.Generator | None = None
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
-                             strict: bool | None = None, **kwargs: Any) -> GenerativeModel:
+    def load_from_checkpoint(cls, checkpoint_path: str | Path | IO[Any], map_location: Any = None,
+                             hparams_file: str | Path | None = None, strict: bool | None = None,
+                             weights_only: bool | None = None, **kwargs: Any) -> Self:
         """Lightning's ``load_from_checkpoint``, always with ``weights_only=True``: this project's
         checkpoints hold only tensors and plain values, and a file that needs more (a pickle
         that would run code) is refused by torch's restricted unpickler."""
-        kwargs["weights_only"] = True
-        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs)
 
     def on_fit_start(self) -> None:
         """The run in TensorBoard's HPARAMS tab: the model's hyperparameters, the model and data
@@ -121,22 +126,24 @@ class GenerativeModel(pl.LightningModule):
         and the Custom Scalars tab's layout."""
         log_layout(self.trainer)
         seed = os.environ.get("PL_GLOBAL_SEED")
+        data = getattr(self.trainer, "datamodule", None)
         log_hparams(self.trainer, {
             **{key: value for key, value in self.hparams.items() if not key.startswith("_")},  # not LightningCLI's own
-            "model": type(self).__name__, "data": type(self.trainer.datamodule).__name__ if self.trainer.datamodule is not None else "none",
+            "model": type(self).__name__, "data": type(data).__name__ if data is not None else "none",
             "seed": int(seed) if seed is not None else "none",
         })
 
     # ----------------------------------------------------------------- the model
     @property
     def latent_dim(self) -> int:
-        return self.hparams.latent_dim
+        return int(self.hparams["latent_dim"])
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws z ~ p(z) = N(0, I), ``[n, Nz]``, in the model's dtype, on its device
         (drawn on the generator's device when one is given)."""
         device = self.device if generator is None else generator.device
-        return torch.randn((n, self.latent_dim), generator=generator, device=device, dtype=self.dtype).to(self.device)
+        dtype = cast(torch.dtype, self.dtype)  # Lightning types it str | dtype; a module's is a torch.dtype
+        return torch.randn((n, self.latent_dim), generator=generator, device=device, dtype=dtype).to(self.device)
 
     def decode(self, z: Tensor) -> tuple[Tensor, ...]:
         """Parameters of p(x|z): ``(logits,)`` for Bernoulli, ``(mean, logvar)`` for Gaussian."""
@@ -195,23 +202,23 @@ class GenerativeModel(pl.LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteError(non_finite_message(self, f"the loss is {loss.item()}"))
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """Adagrad (the paper's optimizer) with the N(0, I) parameter prior as weight decay 1/N,
         after ``adagrad_warmup_batches`` updates that only accumulate squared gradients."""
         hp = self.hparams
-        decay = 1.0 / hp.train_size if hp.parameter_prior else 0.0
+        decay = 1.0 / hp["train_size"] if hp["parameter_prior"] else 0.0
         if hp.get("prior_on", "all") == "weights":  # weight matrices decay, biases do not
             groups: Any = [{"params": [p for p in self.parameters() if p.ndim > 1]},
                            {"params": [p for p in self.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
         else:
             groups = self.parameters()
         optimizer = torch.optim.Adagrad(
-            groups, lr=hp.learning_rate, eps=1e-8, weight_decay=decay,
+            groups, lr=hp["learning_rate"], eps=1e-8, weight_decay=decay,
             # One fused kernel instead of a Python loop over parameters: the same update up to
             # float rounding, several times faster on the CPU (docs/results.md, "Speed and memory").
             fused=self.device.type == "cpu",
         )
-        warmup = LambdaLR(optimizer, AccumulateOnly(hp.adagrad_warmup_batches))
+        warmup = LambdaLR(optimizer, AccumulateOnly(hp["adagrad_warmup_batches"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -110,7 +110,7 @@ def hmc(
         raise ValueError(f"step_jitter must be in [0, 1), got {step_jitter}")
     chains = init.shape[:-1]
     step = torch.as_tensor(step_size, dtype=init.dtype, device=init.device).expand(chains).clone()
-    adaptation = DualAveraging(step, target_accept) if burn_in > 0 else None
+    adaptation = DualAveraging(step, target_accept)  # used for the burn-in only
     z = init.detach()
     value, grad = value_and_grad(log_prob, z)
     samples, log_probs, accepted = [], [], torch.zeros(chains, dtype=init.dtype, device=init.device)

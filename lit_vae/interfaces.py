@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,8 @@ class GenerativeModelLike(Protocol):
     samples_evaluated: int
     samples_before_step: int
 
+    @property
+    def device(self) -> torch.device: ...
     @property
     def latent_dim(self) -> int: ...
     @property
@@ -46,6 +48,16 @@ class RecognitionModel(Protocol):
     def lower_bound(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor: ...
     def evaluate(self, batches: Iterable[Any]) -> Any: ...
     def log_evaluation(self, split: str, evaluation: Any) -> None: ...
+
+
+def model_of(module: object) -> GenerativeModelLike:
+    """A callback's ``pl_module`` as the model it reads (checked once, at setup, by :func:`require_model`)."""
+    return cast(GenerativeModelLike, module)
+
+
+def recognition_of(module: object) -> RecognitionModel:
+    """A model with ``has_encoder`` as a :class:`RecognitionModel`."""
+    return cast(RecognitionModel, module)
 
 
 def require_model(module: object, reader: str) -> None:
@@ -88,7 +100,19 @@ class NonFiniteError(RuntimeError):
     state is used for an update or written to a checkpoint, so the last checkpoint stays good."""
 
 
-def non_finite_message(model: nn.Module, what: str) -> str:
+class TrainingModel(Protocol):
+    """What :func:`non_finite_message` reads: a LightningModule with ``samples_evaluated``."""
+
+    samples_evaluated: int
+
+    @property
+    def global_step(self) -> int: ...
+    @property
+    def trainer(self) -> Any: ...
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]: ...
+
+
+def non_finite_message(model: TrainingModel, what: str) -> str:
     """Which step of ``model``'s training (a LightningModule with ``samples_evaluated``), how far
     it got, what broke, and whether a good checkpoint exists to resume from, and where."""
     broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]

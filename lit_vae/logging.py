@@ -58,7 +58,7 @@ def log_end_of_fit(trainer: pl.Trainer, metrics: dict[str, float], samples: int)
 
     For a TensorBoard logger into an event file of its own in the run folder (ending in
     :data:`END_OF_FIT_SUFFIX`), which a resume from that end removes
-    (:func:`lit_vae.runs.remove_end_of_fit_events`): a resume's purge mark keeps the points at
+    (:meth:`lit_vae.run_folder.RunFolder.clear_for_resume`): a resume's purge mark keeps the points at
     its checkpoint's step, so this point would otherwise stay on the curve, where the run that
     never stopped has none. Other loggers get it as any other point."""
     for logger in trainer.loggers:

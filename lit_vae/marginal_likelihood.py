@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lit_vae.appendix_d import APPENDIX_D, AppendixD
+from lit_vae.appendix_d import DEFAULT_SETTINGS, MarginalLikelihoodSettings
 from lit_vae.estimators import LOG_2PI, log_importance_weights
 from lit_vae.hmc import hmc
 from lit_vae.interfaces import RecognitionModel
@@ -36,7 +36,7 @@ def hmc_log_marginal(
     x: Tensor,
     latent_dim: int,
     *,
-    settings: AppendixD = APPENDIX_D,
+    settings: MarginalLikelihoodSettings = DEFAULT_SETTINGS,
     init: Tensor | None = None,
     generator: torch.Generator | None = None,
     on_iteration: Callable[[], None] | None = None,
@@ -82,7 +82,7 @@ def hmc_log_marginal(
 
 @torch.no_grad()
 def prior_search(
-    log_joint: LogJoint, prior_sample: PriorSample, x: Tensor, num_draws: int = APPENDIX_D.prior_draws, *,
+    log_joint: LogJoint, prior_sample: PriorSample, x: Tensor, num_draws: int = DEFAULT_SETTINGS.prior_draws, *,
     chunk_size: int = 25, generator: torch.Generator | None = None,
 ) -> Tensor:
     """Starting points for the HMC chains of a model without an encoder (``MCEM``): for each
@@ -163,7 +163,7 @@ class _Whitened:
 def importance_log_marginal(
     model: RecognitionModel,
     x: Tensor,
-    num_samples: int = APPENDIX_D.importance_samples,
+    num_samples: int = DEFAULT_SETTINGS.importance_samples,
     *,
     chunk_size: int = 250,
     generator: torch.Generator | None = None,

@@ -131,12 +131,12 @@ class VAE(GenerativeModel):
                            device=x.device, dtype=x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.lower_bound(x, self.hparams.num_samples)
+        return self.lower_bound(x, self.hparams["num_samples"])
 
     # ----------------------------------------------------------------- AEVB (Algorithm 1)
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         generator = self.training_noise()
-        terms = self.bound_terms(batch.x, self.hparams.num_samples, generator)
+        terms = self.bound_terms(batch.x, self.hparams["num_samples"], generator)
         # Eq. 8 per datapoint; the parameter prior enters as Adagrad's weight decay.
         loss = -terms.bound.mean()
         self.check_finite(loss)
@@ -146,7 +146,7 @@ class VAE(GenerativeModel):
     def evaluation_terms(self, batch: Batch, batch_idx: int) -> BoundTerms:
         """The bound and its terms for an evaluation minibatch, with noise fixed by its index, so
         the same checkpoint and data always give the same numbers (during training and in ``test``)."""
-        return self.bound_terms(batch.x, self.hparams.num_samples, self.noise_generator(EVAL_STREAM, batch_idx))
+        return self.bound_terms(batch.x, self.hparams["num_samples"], self.noise_generator(EVAL_STREAM, batch_idx))
 
     @torch.no_grad()
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:

@@ -146,7 +146,8 @@ class GaussianMLPDecoder(nn.Module):
         return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
 
 
-DECODERS: dict[str, type[nn.Module]] = {"bernoulli": BernoulliMLPDecoder, "gaussian": GaussianMLPDecoder}
+DECODERS: dict[str, type[BernoulliMLPDecoder] | type[GaussianMLPDecoder]] = {
+    "bernoulli": BernoulliMLPDecoder, "gaussian": GaussianMLPDecoder}
 
 
 def init_normal_(module: nn.Module, std: float) -> None:

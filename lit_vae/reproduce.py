@@ -27,12 +27,10 @@ from typing import Any
 
 import yaml
 
-from lit_vae import sweep
-from lit_vae.callbacks.progress import read_progress
-from lit_vae.events import read_scalars
+from lit_vae import launch, sweep
 from lit_vae.figures import FIGURES, draw, load_run
 from lit_vae.report import export_curves, read_curves, speed_table, table
-from lit_vae.runs import newest_fit
+from lit_vae.sweep_display import SweepDisplay, duration, status_table
 
 SITTINGS = "sittings.log"
 
@@ -113,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_report(plans, args.curves, args.report_to or out)
     elif args.launcher == "slurm":
         try:
-            jobs = sweep.submit_slurm(plans, out / "slurm", args.partition, args.time, args.cpus_per_job)
+            jobs = launch.submit_slurm(plans, out / "slurm", args.partition, args.time, args.cpus_per_job)
         except ImportError:
             p.error('--launcher slurm needs submitit: pip install "lit-vae[slurm]"')
         print(f"submitted {len(jobs)} run(s) as SLURM jobs {', '.join(job.job_id for job in jobs) or '(none: all done)'}; "
@@ -135,7 +133,7 @@ def run(plans: Sequence[sweep.Plan], workers: int) -> int:
     statuses: list[sweep.Status] = []
     left: list[sweep.Plan] = []
     try:
-        statuses, left = sweep.run_local(plans, workers, on_change=display.update)
+        statuses, left = launch.run_local(plans, workers, on_change=display.update)
     except KeyboardInterrupt:
         print("\nsweep stopped; the same command continues every run from its checkpoint", file=sys.stderr)
         return 130
@@ -144,11 +142,11 @@ def run(plans: Sequence[sweep.Plan], workers: int) -> int:
         signal.signal(signal.SIGTERM, previous)
         done = sum(s.state == "done" for s in statuses or map(sweep.status, plans))
         with (plans[0].out / SITTINGS).open("a") as log:
-            log.write(f"{wall} to {time.strftime('%H:%M:%S')} ({_duration(time.monotonic() - started)}): {len(plans)} run(s), "
+            log.write(f"{wall} to {time.strftime('%H:%M:%S')} ({duration(time.monotonic() - started)}): {len(plans)} run(s), "
                       f"{done} done, {workers} worker(s) x {plans[0].threads} thread(s)\n")
     others = {plan.name for plan in left}
     failed = [s.plan.name for s in statuses if s.state != "done" and s.plan.name not in others]
-    print(f"sweep: {sum(s.state == 'done' for s in statuses)} of {len(statuses)} run(s) done in {_duration(time.monotonic() - started)}"
+    print(f"sweep: {sum(s.state == 'done' for s in statuses)} of {len(statuses)} run(s) done in {duration(time.monotonic() - started)}"
           + (f"; not done: {', '.join(failed)} (see above; the same command retries them)" if failed else ""), file=sys.stderr)
     if others:  # the other process writes the report when its runs end
         print(f"sweep: left to another process that trains them: {', '.join(sorted(others))}; no report written "
@@ -162,82 +160,6 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-class SweepDisplay:
-    """One progress display for the sweep: runs done, samples done of planned, time left. A bar on
-    a terminal; otherwise a plain line a minute."""
-
-    def __init__(self, plans: Sequence[sweep.Plan], every_seconds: float = 60.0) -> None:
-        self.plans = plans
-        self.planned = sum(plan.samples for plan in plans)
-        self.samples = {plan.name: min(plan.samples, sweep.status(plan).samples) for plan in plans}
-        self.start_samples, self.started = self.done_samples, time.monotonic()
-        self.every_seconds, self.printed = every_seconds, self.started
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            tqdm.monitor_interval = 0  # no monitor thread: the sweep forks its runs
-            self.bar = tqdm(total=self.planned, initial=self.done_samples, unit="sample", unit_scale=True, dynamic_ncols=True)
-            self.bar.set_description(self.runs_text())
-
-    @property
-    def done_samples(self) -> int:
-        return sum(self.samples.values())
-
-    def runs_text(self) -> str:
-        done = sum(self.samples[plan.name] >= plan.samples for plan in self.plans)
-        return f"{done}/{len(self.plans)} runs"
-
-    def update(self) -> None:
-        before = self.done_samples
-        for plan in self.plans:
-            if self.samples[plan.name] >= plan.samples:  # finished: nothing more to read
-                continue
-            folder = newest_fit(plan.root)
-            progress = read_progress(folder) if folder is not None else None
-            if progress is not None:
-                self.samples[plan.name] = min(plan.samples, max(self.samples[plan.name], progress["samples_evaluated"]))
-        if self.bar is not None:
-            self.bar.set_description(self.runs_text(), refresh=False)
-            self.bar.update(self.done_samples - before)
-        elif time.monotonic() - self.printed >= self.every_seconds:
-            self.printed = time.monotonic()
-            print(self.line(), file=sys.stderr, flush=True)
-
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.started
-        rate = (self.done_samples - self.start_samples) / elapsed if elapsed > 0 else 0.0
-        left = _duration((self.planned - self.done_samples) / rate) if rate > 0 else "unknown"
-        return (f"sweep: {self.runs_text()} done, {self.done_samples:,} of {self.planned:,} samples "
-                f"({100 * self.done_samples / max(1, self.planned):.1f}%), {rate:,.0f} samples/s, time left about {left}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def status_table(plans: Sequence[sweep.Plan]) -> str:
-    """The table ``--status`` prints: run, state, samples done and planned, last test value, samples/s."""
-    rows = [("run", "state", "samples done", "planned", "last test", "samples/s")]
-    for plan in plans:
-        s = sweep.status(plan)
-        last = _last_test(s.folder, plan.spec.figure)
-        rows.append((plan.name, s.state, f"{s.samples:,}", f"{plan.samples:,}", "" if last is None else f"{last:.2f}",
-                     f"{s.progress['samples_per_second']:,.0f}" if s.progress else ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                     for row in rows)
-
-
-def _last_test(folder: Path | None, figure: int) -> float | None:
-    """The last ``lower_bound/test`` (Figure 2) or ``marginal_likelihood/test`` (Figure 3) a run logged."""
-    try:
-        points = read_scalars(folder).get(f"{FIGURES[figure][0]}/test") if folder else None
-    except FileNotFoundError:
-        return None
-    return points[-1][1] if points else None
-
-
 def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) -> None:
     """Export the curves of every run that has logged something, read the others from ``curves``
     folders, and write ``figure2.png``, ``figure3.png`` and ``report.md`` into ``to``, and there
@@ -245,14 +167,14 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
     collected: list[tuple[Any, dict[str, Any]]] = []
     missing = []
     for plan in plans:
-        folder = newest_fit(plan.root)
+        fit = plan.versions.newest_fit()
         csv_name = f"{plan.name}.csv"
-        if folder is not None and any(folder.glob("events.out.tfevents.*")):
-            progress = read_progress(folder) or {}
+        if fit is not None and any(fit.path.glob("events.out.tfevents.*")):
+            progress = fit.progress() or {}
             meta = {"run": plan.name, "seed": plan.seed, "figure": plan.spec.figure, "panel": plan.spec.panel, "planned": plan.samples,
                     **{key: progress.get(key) for key in ("samples_evaluated", "seconds", "samples_per_second")}}
             try:
-                run = load_run(folder)
+                run = load_run(fit.path)
             except ValueError as error:
                 print(f"report: {error}", file=sys.stderr)
                 missing.append(plan.name)
@@ -288,8 +210,3 @@ def write_report(plans: Sequence[sweep.Plan], curves: Sequence[Path], to: Path) 
         lines += [f"Not run yet: {', '.join(missing)}.", ""]
     (to / "report.md").write_text("\n".join(lines))
     print(f"report: {to / 'report.md'} ({len(collected)} of {len(plans)} runs)", file=sys.stderr)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

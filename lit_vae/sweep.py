@@ -1,7 +1,7 @@
 """The paper's experiments as a sweep of ordinary ``fit`` runs: the manifest that lists them
-(``paper_runs.yaml``), the command each run is, where each stands, and the two ways to run them:
-a local pool of worker processes with a fixed torch thread count each, or a SLURM array through
-submitit. ``lit_vae.reproduce`` is the command line around it.
+(``paper_runs.yaml``), the command each run is, and where each stands. :mod:`lit_vae.launch`
+runs them (a local pool of worker processes, or a SLURM array); :mod:`lit_vae.reproduce` is the
+command line around both.
 
 Each run is ``python -m lit_vae fit --config <config> ...`` logging to
 ``<out>/<name>/version_<n>/`` with its output in ``<out>/<name>/train.log``; a run that has a
@@ -11,25 +11,20 @@ sweep stopped in any way continues where each run stopped, and a finished run is
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
-from lit_vae import runs
 from lit_vae.callbacks.checkpoint import EVERY_N_TRAIN_STEPS
-from lit_vae.callbacks.checkpoint_files import stored_value
-from lit_vae.callbacks.progress import read_progress
 from lit_vae.configs import config_file, config_names
+from lit_vae.folder_lock import lock_holder
+from lit_vae.run_folder import RunFolder, RunVersions, stored_value
 
 MANIFEST = Path(__file__).with_name("paper_runs.yaml")
 LOG = "train.log"
@@ -127,6 +122,10 @@ class Plan:
         """``<out>/<name>``: the run's version folders and its ``train.log``."""
         return self.out / self.name
 
+    @property
+    def versions(self) -> RunVersions:
+        return RunVersions(self.root)
+
     def command(self) -> list[str]:
         """The ``fit`` command of the run's next attempt: fresh, or continued from its checkpoint."""
         max_steps = self.spec.max_steps(self.samples)
@@ -144,7 +143,7 @@ class Plan:
             # The manifest's own arguments last, so that they override the sweep's defaults above.
             *(f"--{key}={value}" for key, value in self.spec.args.items()),
         ]
-        if checkpoint_of(self.root) is not None:
+        if self.versions.checkpoint() is not None:
             command.append("--ckpt_path=last")
         return command
 
@@ -157,15 +156,6 @@ class Plan:
         return {**inherited, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
 
 
-def checkpoint_of(root: Path) -> Path | None:
-    """The checkpoint ``--ckpt_path last`` continues the run under ``root`` from; ``None`` if it
-    has none (never started, or stopped before its first checkpoint: it starts afresh)."""
-    try:
-        return runs.resume_checkpoint(root)
-    except FileNotFoundError:
-        return None
-
-
 @dataclass(frozen=True)
 class Status:
     """Where a run stands: ``state`` is one of ``done``, ``running`` (its fit, or a sweep that
@@ -176,166 +166,27 @@ class Status:
     plan: Plan
     state: str
     samples: int  # samples evaluated by the newest process (live), else by the newest checkpoint
-    folder: Path | None  # the run's newest version folder
+    folder: RunFolder | None  # the run's newest version folder
     progress: dict[str, Any] | None
 
 
 def status(plan: Plan) -> Status:
     """Where ``plan``'s run stands, read from its folder (nothing is written)."""
-    folder = runs.newest_fit(plan.root)
-    progress = read_progress(folder) if folder is not None else None
-    checkpoint = checkpoint_of(plan.root)
+    fit = plan.versions.newest_fit()
+    progress = fit.progress() if fit is not None else None
+    checkpoint = plan.versions.checkpoint()
     saved = int(stored_value(checkpoint, "samples_evaluated", 0)) if checkpoint is not None else 0
     samples = max(saved, progress["samples_evaluated"] if progress else 0)
     if saved >= plan.samples:
         state = "done"
-    elif runs.lock_holder(plan.root) is not None or (folder is not None and runs.lock_holder(folder) is not None):
+    elif lock_holder(plan.root) is not None or (fit is not None and lock_holder(fit.path) is not None):
         state = "running"
     elif (plan.root / FAILED).exists():
         state = "failed"
     elif progress and 0 < progress.get("max_steps", -1) <= progress.get("global_step", 0):
         state = "ended short"  # finished its own, smaller budget; the sweep continues it to this one
-    elif folder is not None:
+    elif fit is not None:
         state = "stopped"
     else:
         state = "not started"
-    return Status(plan, state, samples, folder, progress)
-
-
-def log_tail(plan: Plan, lines: int = 20) -> str:
-    """The last ``lines`` lines of the run's ``train.log``."""
-    try:
-        text = (plan.root / LOG).read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    # A progress bar writes carriage returns: keep what a terminal would show of each line.
-    shown = [line.rpartition("\r")[2] for line in text.rstrip("\n").split("\n")]
-    return "\n".join(shown[-lines:])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the run's process is killed when the sweep's process dies, however it dies (a
-    ``SIGKILL`` included), so that no run trains on unwatched and holds its folder."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def claim(plan: Plan) -> IO[str] | None:
-    """The run's own lock (``<root>/.lock``), held by the sweep process that trains it until it
-    closes the handle, so that no other sweep starts it too; ``None`` if another process holds
-    it (where locks are not available, the run is taken)."""
-    try:
-        return runs.take_lock(plan.root) or open(os.devnull)
-    except BlockingIOError:
-        return None
-    except runs.LockUnavailableError as error:
-        raise SystemExit(f"error: {error}") from None
-
-
-def start(plan: Plan) -> subprocess.Popen:
-    """Start the run's next attempt, its output appended to ``<root>/train.log``. The caller
-    holds the run's :func:`claim`."""
-    (plan.root / FAILED).unlink(missing_ok=True)
-    command = plan.command()
-    log = open(plan.root / LOG, "a")  # noqa: SIM115 - handed to the child, then closed here
-    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {plan.threads} thread(s): {' '.join(command)}\n")
-    log.flush()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env=plan.environment(), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    log.close()  # the child holds its own copy
-    return process
-
-
-def finish(plan: Plan, returncode: int) -> Status:
-    """Record how an attempt ended (``failed.txt`` when it exited with an error) and return the
-    run's status."""
-    if returncode != 0:
-        (plan.root / FAILED).write_text(f"exit status {returncode} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    return status(plan)
-
-
-def run_local(plans: Sequence[Plan], workers: int, on_change: Callable[[], None] = lambda: None,
-              poll_seconds: float = 1.0, report: IO[str] | None = None) -> tuple[list[Status], list[Plan]]:
-    """Train every unfinished run of ``plans``, at most ``workers`` at a time, each in its own
-    process, the longest (most steps) first so that the sweep does not end on one long run alone;
-    a run that fails is reported with its log's tail and the others go on; a run that another
-    process trains (its :func:`claim` is taken) is left to it. Calls ``on_change`` every
-    ``poll_seconds`` (a progress display). Failures go to ``report`` (default: standard error).
-    Returns the final statuses and the runs left to another process."""
-    pending = sorted((plan for plan in plans if status(plan).state != "done"), key=lambda plan: -plan.spec.max_steps(plan.samples))
-    running: dict[subprocess.Popen, tuple[Plan, IO[str]]] = {}
-    left: list[Plan] = []
-    try:
-        while pending or running:
-            while pending and len(running) < workers:
-                plan = pending.pop(0)
-                if (held := claim(plan)) is None:
-                    left.append(plan)
-                elif status(plan).state == "done":  # finished by another sweep since the list was made
-                    held.close()
-                else:
-                    running[start(plan)] = plan, held
-            time.sleep(poll_seconds)
-            for process, (plan, held) in list(running.items()):
-                if process.poll() is None:
-                    continue
-                del running[process]
-                held.close()
-                ended = finish(plan, process.returncode)
-                if ended.state != "done":
-                    print(f"\n{plan.name}: the run ended {ended.state} (exit status {process.returncode}) at "
-                          f"{ended.samples:,} of {plan.samples:,} samples; last lines of {plan.root / LOG}:\n"
-                          f"{log_tail(plan)}\n", file=report or sys.stderr, flush=True)
-            on_change()
-    finally:  # stopped (Ctrl-C, an error here): stop the runs, which continue from their checkpoints next time
-        for process in running:
-            process.terminate()
-        for process, (_, held) in running.items():
-            process.wait()
-            held.close()
-    return [status(plan) for plan in plans], left
-
-
-def train(plan: Plan) -> Status:
-    """Train ``plan``'s run in a child process until it ends (what one SLURM job does); ``RuntimeError``
-    with the log's tail if it did not finish, or saying so if another process trains it."""
-    held = claim(plan)
-    if held is None:
-        raise RuntimeError(f"{plan.name} is being trained by another process (its lock {plan.root / runs.LOCK} is held)")
-    try:
-        process = start(plan)
-        try:
-            returncode = process.wait()
-        finally:
-            if process.poll() is None:  # this process is being stopped: stop the run with it
-                process.terminate()
-                process.wait()
-    finally:
-        held.close()
-    ended = finish(plan, returncode)
-    if ended.state != "done":
-        raise RuntimeError(f"{plan.name} ended {ended.state} (exit status {returncode}) at {ended.samples:,} of "
-                           f"{plan.samples:,} samples; last lines of {plan.root / LOG}:\n{log_tail(plan)}")
-    return ended
-
-
-def submit_slurm(plans: Sequence[Plan], folder: Path, partition: str | None, time_minutes: int, cpus: int,
-                 cluster: str | None = None) -> list[Any]:
-    """Submit every unfinished run of ``plans`` as one job of a SLURM array through submitit (job
-    files and logs in ``folder``); returns the submitit jobs. A job pre-empted or timed out is
-    resubmitted by submitit and continues from the run's checkpoint. ``cluster`` is submitit's
-    (``"local"`` runs the same path as local processes, for tests)."""
-    import submitit  # an optional dependency: pip install -e ".[slurm]"
-
-    class Job(submitit.helpers.Checkpointable):
-        """A run as a submitit job: on pre-emption or timeout, submitit requeues the same call,
-        which continues from the checkpoint the run has by then."""
-
-        def __call__(self, plan: Plan) -> str:
-            return train(plan).state
-
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    executor.update_parameters(name="lit-vae", timeout_min=time_minutes, cpus_per_task=cpus, tasks_per_node=1,
-                               slurm_array_parallelism=len(plans), **({"slurm_partition": partition} if partition else {}))
-    todo = [plan for plan in plans if status(plan).state != "done"]
-    return executor.map_array(Job(), todo) if todo else []
+    return Status(plan, state, samples, fit, progress)

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from lit_vae.appendix_d import AppendixD
+from lit_vae.appendix_d import MarginalLikelihoodSettings
 from lit_vae.hmc import hmc
 from lit_vae.linear_gaussian import LinearGaussian
 from lit_vae.marginal_likelihood import fit_density, hmc_log_marginal, importance_log_marginal, prior_search
@@ -85,7 +85,7 @@ class TestMarginalLikelihood:
         """Consistency: with many posterior samples the estimate converges to log p(x)."""
         model = LinearGaussian(latent_dim)
         x = model.sample(200)
-        estimate = hmc_log_marginal(model.log_joint, x, latent_dim, settings=AppendixD(num_samples=1000),
+        estimate = hmc_log_marginal(model.log_joint, x, latent_dim, settings=MarginalLikelihoodSettings(num_samples=1000),
                                     generator=torch.Generator().manual_seed(0))
         exact = model.exact_log_marginal(x)
         assert abs((estimate - exact).mean().item()) < 0.1
@@ -98,7 +98,7 @@ class TestMarginalLikelihood:
         for _ in range(3):
             model = LinearGaussian.random(latent_dim, g)
             x = model.sample(100, seed=model.seed + 1)
-            estimate = hmc_log_marginal(model.log_joint, x, latent_dim, settings=AppendixD(num_samples=200),
+            estimate = hmc_log_marginal(model.log_joint, x, latent_dim, settings=MarginalLikelihoodSettings(num_samples=200),
                                         generator=torch.Generator().manual_seed(model.seed + 2))
             error = (estimate - model.exact_log_marginal(x)).mean().item()
             assert abs(error) < 0.05, (len(model.b), model.sigma, model.seed, error)
@@ -106,7 +106,7 @@ class TestMarginalLikelihood:
     def test_reports_every_hmc_iteration(self):
         model = LinearGaussian(2)
         ticks = []
-        hmc_log_marginal(model.log_joint, model.sample(5), 2, settings=AppendixD(num_samples=8, burn_in=6),
+        hmc_log_marginal(model.log_joint, model.sample(5), 2, settings=MarginalLikelihoodSettings(num_samples=8, burn_in=6),
                          generator=torch.Generator().manual_seed(0), on_iteration=lambda: ticks.append(1))
         assert len(ticks) == 6 + 8
 
@@ -132,10 +132,11 @@ class TestMarginalLikelihood:
     def test_warns_from_five_latent_dimensions(self):
         model = LinearGaussian(5)
         with pytest.warns(UserWarning, match="latent_dim=5"):
-            hmc_log_marginal(model.log_joint, model.sample(2), 5, settings=AppendixD(num_samples=8, burn_in=2))
+            hmc_log_marginal(model.log_joint, model.sample(2), 5, settings=MarginalLikelihoodSettings(num_samples=8, burn_in=2))
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            hmc_log_marginal(LinearGaussian(3).log_joint, model.sample(2)[:, :8], 3, settings=AppendixD(num_samples=8, burn_in=2))
+            hmc_log_marginal(LinearGaussian(3).log_joint, model.sample(2)[:, :8], 3,
+                             settings=MarginalLikelihoodSettings(num_samples=8, burn_in=2))
 
 
 class TestPriorSearch:

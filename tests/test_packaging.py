@@ -1,5 +1,5 @@
 """The package as a user installs it: one name (lit_vae), the configs inside it, the layers of
-the README enforced by import-linter, the style rules clean, a tested Lightning version."""
+the README enforced by import-linter, the style rules and types clean, a tested Lightning version."""
 
 import shutil
 import subprocess
@@ -114,6 +114,23 @@ def test_a_callback_that_imports_a_model_class_breaks_the_interfaces_contract(tm
 def test_ruff_is_clean():
     result = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", str(REPO)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_the_type_checker_is_clean(tmp_path):
+    """The package ships ``py.typed``: mypy, with the settings of pyproject.toml, finds nothing."""
+    result = subprocess.run([str(BIN / "mypy"), "--config-file", str(REPO / "pyproject.toml"), "--cache-dir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_a_type_error_fails_the_type_checker(tmp_path):
+    copy = a_copy_with(tmp_path, "estimators.py", 'width: int = "wide"  # a str where an int is declared')
+    shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
+    result = subprocess.run([str(BIN / "mypy"), "--config-file", str(copy / "pyproject.toml"), "--cache-dir", str(tmp_path / "cache")],
+                            cwd=copy, capture_output=True, text=True)
+    assert result.returncode == 1 and "estimators.py" in result.stdout
 
 
 class TestShippedConfigs:

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from lit_vae import runs
 from lit_vae.callbacks.checkpoint import RunCheckpoint
 from lit_vae.callbacks.checkpoint_files import AtomicCheckpointIO
 from lit_vae.events import read_scalars
+from lit_vae.folder_lock import release_held
 from lit_vae.interfaces import NonFiniteError
+from lit_vae.run_folder import RunFolder
 from tests.helpers import evaluate, fit, parameters, snapshot, train_process
 
 SMALL = ("--model.init_args.hidden_dim=50", "--trainer.max_steps=40", "--checkpoint.every_n_train_steps=10")
@@ -173,11 +174,11 @@ class TestBadCheckpoint:
 
     def test_a_second_resume_while_the_first_runs(self, run, data_dir, capsys):
         """The first resume holds the run folder's lock: a second is refused, naming its PID."""
-        runs.lock_folder(self.last(run).parent.parent)
+        RunFolder(self.last(run).parent.parent).lock()
         try:
             self.refused(run, data_dir, capsys, f"is in use by another run (PID {os.getpid()})", "--ckpt_path=last")
         finally:
-            runs.release_folders()
+            release_held()
 
     def test_other_latent_size_on_resume(self, run, data_dir, capsys):
         self.refused(run, data_dir, capsys, "was trained with latent_dim=20, but this run has latent_dim=5",
@@ -213,31 +214,21 @@ class TestCleanup:
         assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 30
 
 
-class TestCleanupRules:
-    """What a resume removes from its checkpoint folder, and that it touches nothing else."""
+class TestTrackedFiles:
+    """Which files a resume may not remove: those the checkpoint callback's saved state tracks
+    (the removal itself: tests/test_run_folder.py)."""
 
-    def test_leftovers_and_orphans_go_and_nothing_else_changes(self, tmp_path):
+    def test_the_state_names_the_files_it_tracks(self, tmp_path):
         folder = tmp_path / "checkpoints"
-        folder.mkdir()
         state = {"best_k_models": {str(folder / "epoch=1-step=600.ckpt"): None}, "best_model_path": "",
                  "kth_best_model_path": "", "last_model_path": str(folder / "last.ckpt"), "dirpath": str(folder)}
         callback = RunCheckpoint(every_n_train_steps=200)
-        checkpoint = {"global_step": 600, "callbacks": {callback.state_key: state}}
-        kept = ["last.ckpt", "epoch=1-step=600.ckpt", "epoch=2-step=800.ckpt", "mine.ckpt", "notes.txt"]
-        for name in kept:
-            (folder / name).write_bytes(name.encode())
-        gone = [".last.ckpt.k3j2.tmp", "epoch=0-step=400.ckpt"]  # a killed save's temporary; the file step 600 replaced
-        for name in gone:
-            (folder / name).write_bytes(b"x")
-        assert [p.name for p in AtomicCheckpointIO.remove_leftovers(folder)] == [gone[0]]
-        assert [p.name for p in callback.remove_orphans(folder, checkpoint)] == [gone[1]]
-        assert {p.name: p.read_bytes() for p in folder.iterdir()} == {name: name.encode() for name in kept}
+        assert callback.tracked_files({"callbacks": {callback.state_key: state}}) == {"epoch=1-step=600.ckpt", "last.ckpt"}
+        assert callback.tracked_files({"callbacks": {}}) is None  # no state: nothing may go
 
-    def test_custom_file_names_are_never_removed(self, tmp_path):
-        (tmp_path / "epoch=0-step=400.ckpt").write_bytes(b"x")
+    def test_custom_file_names_protect_every_file(self):
         callback = RunCheckpoint(every_n_train_steps=200, filename="{step}")
-        checkpoint = {"global_step": 600, "callbacks": {callback.state_key: {"best_k_models": {}}}}
-        assert callback.remove_orphans(tmp_path, checkpoint) == [] and (tmp_path / "epoch=0-step=400.ckpt").exists()
+        assert callback.tracked_files({"callbacks": {callback.state_key: {"best_k_models": {}}}}) is None
 
 
 @pytest.mark.slow

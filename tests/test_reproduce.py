@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from lit_vae import runs, sweep
-from lit_vae.callbacks.progress import read_progress
+from lit_vae import launch, sweep
 from lit_vae.figures import Run, band
 from lit_vae.report import export_curves, read_curves, table, thin, trailing_mean, value_at, verdict
 from lit_vae.reproduce import main as reproduce
-from lit_vae.reproduce import status_table, write_report
+from lit_vae.reproduce import write_report
+from lit_vae.sweep_display import status_table
 
 # Two small Frey Face runs (hidden 50): 500 steps each, checkpoints every 50 steps.
 TINY = {"runs": [
@@ -320,11 +320,11 @@ class TestSweep:
         job.mkdir()
         monkeypatch.chdir(job)
         plan = sweep.Plan(sweep.load_manifest(_tiny_manifest(tmp_path))[0], 200_000, tmp_path / "out", 1, 1)
-        held = sweep.claim(plan)
-        process = sweep.start(plan)
+        held = launch.claim(plan)
+        process = launch.start(plan)
         try:
             deadline = time.monotonic() + 120
-            while (folder := runs.newest_fit(plan.root)) is None or not (read_progress(folder) or {}).get("samples_evaluated"):
+            while (fit := plan.versions.newest_fit()) is None or not (fit.progress() or {}).get("samples_evaluated"):
                 assert time.monotonic() < deadline and process.poll() is None
                 time.sleep(0.2)
             environment = (Path("/proc") / str(process.pid) / "environ").read_bytes().split(b"\0")
@@ -345,12 +345,12 @@ class TestSweep:
         monkeypatch.setenv("LIT_VAE_DATA_DIR", str(data_dir))
         specs = sweep.load_manifest(_tiny_manifest(tmp_path))
         plans = [sweep.Plan(spec, 5_000, tmp_path / "out", 1, 1) for spec in specs]
-        jobs = sweep.submit_slurm(plans, tmp_path / "slurm", partition=None, time_minutes=10, cpus=1, cluster="local")
+        jobs = launch.submit_slurm(plans, tmp_path / "slurm", partition=None, time_minutes=10, cpus=1, cluster="local")
         assert len(jobs) == 2
         assert [job.result() for job in jobs] == ["done", "done"]
         for plan in plans:
             assert sweep.status(plan).state == "done" and sweep.status(plan).samples == 5_000
-        assert sweep.submit_slurm(plans, tmp_path / "slurm", None, 10, 1, cluster="local") == []  # nothing left to do
+        assert launch.submit_slurm(plans, tmp_path / "slurm", None, 10, 1, cluster="local") == []  # nothing left to do
 
 
 def _tiny_manifest(tmp_path):

@@ -10,9 +10,8 @@ import shutil
 import pytest
 import torch
 
-from lit_vae import runs, sweep
+from lit_vae import folder_lock, run_folder, sweep
 from lit_vae.callbacks.checkpoint_files import read_checkpoint
-from lit_vae.callbacks.progress import PROGRESS_FILE, read_progress
 from lit_vae.figures import main as figures
 from lit_vae.reproduce import main as reproduce
 from tests.helpers import fit, snapshot, train_process
@@ -67,8 +66,8 @@ def test_a_state_dict_with_a_value_that_is_no_tensor_is_refused(run, data_dir, c
 def test_a_tampered_progress_file_reads_as_none_and_status_goes_on(tmp_path, capsys, content):
     folder = tmp_path / "out" / "figure2_mnist_nz3" / "version_0"
     (folder / "checkpoints").mkdir(parents=True)
-    (folder / PROGRESS_FILE).write_text(content)
-    assert read_progress(folder) is None
+    (folder / run_folder.PROGRESS).write_text(content)
+    assert run_folder.RunFolder(folder).progress() is None
     reproduce(["--out", str(tmp_path / "out"), "--run", "figure2_mnist_nz3", "--status"])
     assert "figure2_mnist_nz3" in capsys.readouterr().out
 
@@ -130,7 +129,7 @@ def test_a_file_system_without_locks_says_so_and_runs_when_asked(tmp_path, data_
     def no_locks(handle, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
+    monkeypatch.setattr(folder_lock.fcntl, "flock", no_locks)
     with pytest.raises(SystemExit) as exit_:
         fit(tmp_path, data_dir, *ARGS, "--trainer.max_steps=5")
     line = capsys.readouterr().err.strip().splitlines()[-1]

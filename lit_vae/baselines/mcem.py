@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 
 from lit_vae.datamodules.batches import Batch
 from lit_vae.generative import GenerativeModel, check_positive
@@ -51,6 +52,9 @@ class MCEM(GenerativeModel):
         **kwargs: the generative model's other arguments (:class:`~lit_vae.generative.GenerativeModel`).
     """
 
+    chains: Tensor  # [N, Nz]: the state of each training datapoint's chain
+    step_sizes: Tensor  # [N]: each chain's HMC step size
+
     def __init__(
         self,
         latent_dim: int = 3,
@@ -74,9 +78,6 @@ class MCEM(GenerativeModel):
         self.register_buffer("step_sizes", torch.full((train_size,), initial_step_size))
 
     def setup(self, stage: str) -> None:
-        # ModelCheckpoint warns that, under manual optimization, it saves the state after the
-        # step's updates: the state that a resume continues from, which is what we want.
-        warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization", UserWarning)
         self.check_world_size(self.trainer.world_size)
 
     def check_world_size(self, world_size: int) -> None:
@@ -88,8 +89,8 @@ class MCEM(GenerativeModel):
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         z, accept = self.e_step(batch.x, batch.index, self.training_noise())
-        optimizer, warmup = self.optimizers(), self.lr_schedulers()
-        for _ in range(self.hparams.updates_per_batch):
+        optimizer, warmup = cast(LightningOptimizer, self.optimizers()), cast(LRScheduler, self.lr_schedulers())
+        for _ in range(self.hparams["updates_per_batch"]):
             loss = -self.log_joint(batch.x, z).mean()
             self.check_finite(loss)
             optimizer.zero_grad(set_to_none=True)
@@ -104,10 +105,10 @@ class MCEM(GenerativeModel):
         transition under p_theta(z|x) and adapt their step sizes; returns the new states
         ``[B, Nz]`` and each chain's acceptance probability ``[B]``."""
         result = hmc(lambda z: self.log_joint(x, z), self.chains[index], num_samples=1,
-                     num_leapfrog=self.hparams.num_leapfrog, step_size=self.step_sizes[index], generator=generator)
+                     num_leapfrog=self.hparams["num_leapfrog"], step_size=self.step_sizes[index], generator=generator)
         z = result.samples[0]
         self.chains[index] = z
-        self.step_sizes[index] *= torch.exp(self.hparams.step_size_gain * (result.accept_rate - self.hparams.target_accept))
+        self.step_sizes[index] *= torch.exp(self.hparams["step_size_gain"] * (result.accept_rate - self.hparams["target_accept"]))
         return z, result.accept_rate
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:

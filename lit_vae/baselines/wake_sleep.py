@@ -42,7 +42,7 @@ class WakeSleep(VAE):
         wake phase's, grad_theta log p_theta(x, z), and reaches the decoder only."""
         with torch.no_grad():
             mu, logvar = self.encoder(x)
-        return self._estimator(x, mu, logvar, self.noise(x, self.hparams.num_samples, generator), self.log_likelihood)
+        return self._estimator(x, mu, logvar, self.noise(x, self.hparams["num_samples"], generator), self.log_likelihood)
 
     def sleep_log_density(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """log q_phi(z|x) at ``n`` dreams (z, x) ~ p(z) p_theta(x|z): the sleep phase's objective,
