@@ -33,6 +33,13 @@
    histogram, the Custom Scalars layout and the HPARAMS tab), alternated ``--repeats`` times so
    that drift in the machine's load falls on both; medians.
 
+9. The shell's cost (``--sections shell``): a bare ``Trainer`` (as in 2) against ``train.py fit``
+   run in this process as a user runs it, on the same ``VAE`` and data module, MNIST and Frey
+   Face, both timed by the same callback from step 1,000 (10^5 samples) to the end of the last step
+   (10^6 samples later; the test evaluations and pictures due in between included), alternated
+   ``--repeats`` times; then Lightning's ``SimpleProfiler`` on a fit: what each of our
+   callbacks' hooks costs, per call and in all.
+
 Peak memory is the subprocess's maximum resident set size.
 """
 
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import os
 import resource
@@ -49,7 +57,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -59,8 +67,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lit_vae import VAE, sgvb_b, sweep  # noqa: E402
-from lit_vae.callbacks.progress import read_progress  # noqa: E402
+from lit_vae import VAE, launch, sgvb_b, sweep  # noqa: E402
+from lit_vae.cli import VAECLI, cli  # noqa: E402
 from lit_vae.datamodules import FreyFaceDataModule, MNISTDataModule  # noqa: E402
 from lit_vae.events import read_events  # noqa: E402
 from lit_vae.networks import DECODERS, GaussianMLPEncoder, init_normal_  # noqa: E402
@@ -97,7 +105,8 @@ def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 10
 
 
 class StepTimer(pl.Callback):
-    """Wall time from the start of training step ``warmup`` to the end of training."""
+    """Wall time from the start of training step ``warmup`` to the end of the last step (the
+    work of the other callbacks at that step included, the end of the fit not)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
@@ -107,8 +116,9 @@ class StepTimer(pl.Callback):
         if trainer.global_step == self.warmup:
             self.start = time.perf_counter()
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self.start
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step >= trainer.max_steps:
+            self.seconds = time.perf_counter() - self.start
 
 
 class OneParameter(pl.LightningModule):
@@ -139,6 +149,39 @@ def bare_trainer(data: pl.LightningDataModule, steps: int, warmup: int, model: p
                          limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(VAE() if model is None else model, data)
     return steps * 100 / timer.seconds
+
+
+def fit_in_process(config: str, steps: int, warmup: int, data_dir: str, *extra: str) -> tuple[float, VAECLI]:
+    """Samples per second of ``train.py fit --config configs/<config>`` run in this process (its
+    progress bar, logger, checkpoints, evaluations and pictures, as a user runs it), timed as
+    :func:`bare_trainer` times the bare loop: from step ``warmup`` to the end of the last step."""
+    with tempfile.TemporaryDirectory() as runs, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        ran = cli(["fit", "--config", str(REPO / "configs" / config), f"--trainer.max_steps={warmup + steps}",
+                   f"--trainer.logger.init_args.save_dir={runs}", f"--data.init_args.data_dir={data_dir}",
+                   "--trainer.callbacks+=benchmarks.throughput.StepTimer", f"--trainer.callbacks.init_args.warmup={warmup}", *extra])
+    (timer,) = [c for c in ran.trainer.callbacks if type(c).__name__ == "StepTimer"]
+    return steps * 100 / timer.seconds, ran
+
+
+def shell_cost(data: pl.LightningDataModule, model: Callable[[], pl.LightningModule], config: str, steps: int, warmup: int,
+               data_dir: str, repeats: int) -> tuple[list[float], list[float]]:
+    """Samples per second of a bare Trainer and of ``train.py fit`` on the same model and data,
+    alternated ``repeats`` times so that drift in the machine's load falls on both."""
+    bare, fit = [], []
+    for _ in range(repeats):
+        bare.append(bare_trainer(data, steps, warmup, model()))
+        fit.append(fit_in_process(config, steps, warmup, data_dir)[0])
+    return bare, fit
+
+
+def callback_costs(config: str, steps: int, data_dir: str) -> list[tuple[str, float, int]]:
+    """(hook, total seconds, calls) of each of our callbacks' hooks in a ``train.py fit`` of
+    ``steps`` steps, from Lightning's ``SimpleProfiler``, largest first."""
+    _, ran = fit_in_process(config, steps, 0, data_dir, "--trainer.profiler=simple")
+    recorded = ran.trainer.profiler.recorded_durations
+    costs = [(action.removeprefix("[Callback]"), sum(durations), len(durations)) for action, durations in recorded.items()
+             if action.startswith("[Callback]") and "StepTimer" not in action]
+    return sorted(costs, key=lambda cost: -cost[1])
 
 
 def train(config: str, steps: int, threads: int, data_dir: str, runs: str, *extra: str, repo: Path = REPO) -> float:
@@ -185,8 +228,8 @@ def sweep_rates(workers: int, samples: int, data_dir: str) -> list[float]:
         manifest.write_text(yaml.safe_dump({"runs": runs}))
         plans = [sweep.Plan(spec, samples, Path(folder) / "out", 1, 1) for spec in sweep.load_manifest(manifest)]
         with open(os.devnull, "w") as quiet:
-            sweep.run_local(plans, workers, report=quiet)
-        return [read_progress(sweep.status(plan).folder)["samples_per_second"] for plan in plans]
+            launch.run_local(plans, workers, report=quiet)
+        return [sweep.status(plan).folder.progress()["samples_per_second"] for plan in plans]
 
 
 @contextlib.contextmanager
@@ -201,7 +244,7 @@ def revision(rev: str) -> Iterator[Path]:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=True)
 
 
-SECTIONS = ("fit", "baselines", "frey", "sweep", "logging")
+SECTIONS = ("fit", "baselines", "frey", "sweep", "logging", "shell")
 
 
 def main() -> None:
@@ -218,7 +261,11 @@ def main() -> None:
     parser.add_argument("--sweep-workers", type=int, default=2, help="W, runs at once in the sweep")
     parser.add_argument("--sweep-samples", type=int, default=2_000_000, help="training samples of each sweep run")
     parser.add_argument("--without", default="f90d8aa", help="the revision before the dashboard's logging (--sections logging)")
-    parser.add_argument("--repeats", type=int, default=3, help="fits of each revision, alternated (--sections logging)")
+    parser.add_argument("--repeats", type=int, default=3, help="fits of each revision (--sections logging), or of bare "
+                        "Trainer and fit (--sections shell), alternated")
+    parser.add_argument("--shell-steps", type=int, default=10_000, help="timed steps of each run (--sections shell)")
+    parser.add_argument("--shell-warmup", type=int, default=1_000, help="untimed steps first (--sections shell): the "
+                        "log-spaced evaluations are dense at the start, as a decade of samples takes a tenth of the next's time")
     args = parser.parse_args()
     sections = set(args.sections) - ({"baselines"} if args.no_baselines else set())
     if args.baselines_only:
@@ -238,6 +285,23 @@ def main() -> None:
               f"  ({1e5 / fit - 1e5 / plain:.2f} ms a step more)", flush=True)
         floor = bare_trainer(frey, steps, 200, OneParameter())
         print(f"Lightning's loop alone (a one-parameter module)  {1e5 / floor:9.2f} ms a step", flush=True)
+    if "shell" in sections:
+        mnist = MNISTDataModule(data_dir=args.data_dir, download=False)
+        frey = FreyFaceDataModule(data_dir=args.data_dir, download=False, split="numpy_shuffle")
+        for name, data, model, config, steps in (
+                ("MNIST 784-500-20", mnist, VAE, "mnist.yaml", args.shell_steps),
+                ("Frey Face 560-200-10", frey, lambda: VAE(input_dim=560, hidden_dim=200, latent_dim=10, likelihood="gaussian",
+                                                           train_size=1600), "frey_face.yaml", args.shell_steps)):
+            bare, fit = shell_cost(data, model, config, steps, args.shell_warmup, args.data_dir, args.repeats)
+            b, f = statistics.median(bare), statistics.median(fit)
+            print(f"{name}: bare Trainer {b:9.0f} samples/s, train.py fit {f:9.0f} samples/s = {f / b:.3f} x bare"
+                  f"  (medians of {args.repeats}; fit/bare per pair: {', '.join(f'{y / x:.3f}' for x, y in zip(bare, fit))})",
+                  flush=True)
+            costs = callback_costs(config, steps, args.data_dir)
+            total = steps * 100 / f
+            print(f"  our callbacks' hooks over {steps:,} steps of fit (SimpleProfiler; the fit takes about {total:.1f} s):")
+            for hook, seconds, calls in costs[:8]:
+                print(f"    {hook:<58} {1e3 * seconds:8.1f} ms in {calls:6,} calls = {1e6 * seconds / calls:7.1f} us a call", flush=True)
     if "sweep" in sections:
         (alone,) = sweep_rates(1, args.sweep_samples, args.data_dir)
         rates = sweep_rates(args.sweep_workers, args.sweep_samples, args.data_dir)
