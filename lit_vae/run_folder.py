@@ -120,13 +120,13 @@ class RunFolder:
 
     def clear_for_resume(self, checkpoints: Path, step: int, tracked: set[str] | None) -> list[Path]:
         """Before a resume from the checkpoint of ``step`` in ``checkpoints`` writes there, delete
-        what killed writes left: temporary files; step checkpoints (Lightning's default names) up
+        what killed writes left: temporary files (of checkpoints and ``progress.json``); step checkpoints (Lightning's default names) up
         to ``step`` that its checkpoint callback no longer tracks (it writes the new one, then
         removes the one it replaces; ``tracked`` is ``None`` where it names files otherwise, and
         nothing is removed); and the previous fit's end-of-fit event file
         (:func:`lit_vae.logging.log_end_of_fit`), which the resumed run logs past. Returns them.
         Only while this process holds the folder's lock."""
-        removed = remove_leftovers(checkpoints, "*.ckpt")
+        removed = remove_leftovers(checkpoints, "*.ckpt") + remove_leftovers(self.path, PROGRESS)
         if tracked is not None:
             removed += [path for path in sorted(checkpoints.glob("epoch=*-step=*.ckpt")) if path.name not in tracked
                         and (named := STEP_CHECKPOINT.fullmatch(path.name)) and int(named.group(1)) <= step]

@@ -140,8 +140,9 @@ def test_a_resume_clears_leftovers_orphans_and_the_end_of_fit_events_and_nothing
         (checkpoints / name).write_bytes(name.encode())
     (folder.path / "events.out.tfevents.1.host.1").write_bytes(b"curve")
     (folder.path / "events.out.tfevents.2.host.2.end_of_fit").write_bytes(b"end")
+    (folder.path / ".progress.json.x7q1.tmp").write_bytes(b"{")  # a progress write killed midway
     removed = folder.clear_for_resume(checkpoints, 600, tracked={"last.ckpt", "epoch=1-step=600.ckpt"})
-    assert sorted(p.name for p in removed) == sorted([*gone, "events.out.tfevents.2.host.2.end_of_fit"])
+    assert sorted(p.name for p in removed) == sorted([*gone, ".progress.json.x7q1.tmp", "events.out.tfevents.2.host.2.end_of_fit"])
     assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == {name: name.encode() for name in kept}
     assert [p.name for p in folder.path.glob("events.*")] == ["events.out.tfevents.1.host.1"]
 
