@@ -114,10 +114,11 @@ class ImagesCallback(pl.Callback):
         # trainer.log_dir broadcasts from rank 0, so it is read here, where every rank calls it.
         self._folder = Path(trainer.log_dir or trainer.default_root_dir) / "images"
         data = getattr(trainer, "datamodule", None)
-        self._shape = data.image_shape if isinstance(data, SplitData) else None
         if not isinstance(data, SplitData):
+            self._shape = None
             rank_zero_warn("ImagesCallback needs one of this project's data modules (image shape, test split); no images are logged.")
         else:
+            self._shape = data.image_shape
             data.setup(stage)
             self._test = data.splits["test"]
             self._test_images = self._test[: min(self.num_reconstructions, len(self._test) // self.nrow * self.nrow)]

@@ -103,7 +103,8 @@ class MarginalLikelihoodCallback(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        after, before = model_of(pl_module).samples_evaluated, model_of(pl_module).samples_before_step
+        model = model_of(pl_module)
+        after, before = model.samples_evaluated, model.samples_before_step
         if self.during_fit and after >= self.start and self.schedule.due(max(before, self.start - 1), after):
             self.evaluate(trainer, pl_module, ("train", "test"))
 

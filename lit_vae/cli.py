@@ -201,9 +201,8 @@ class VAECLI(LightningCLI):
             self._fit_started = time.perf_counter(), self.checkpoint.get("samples_evaluated", 0) if self.checkpoint else 0
 
     def _take_run_folder(self) -> None:
-        """Every check passed: lock the run folder (a second fit of it is refused, naming this PID;
-        the lock also marks it as a fit's for ``--ckpt_path last``) and on a resume clear what
-        killed writes and the previous fit's end left (:meth:`RunFolder.clear_for_resume`)."""
+        """Every check passed: lock the run folder (a second fit is refused, naming this PID; the lock
+        marks it as a fit's for ``last``); on a resume, :meth:`RunFolder.clear_for_resume`."""
         path = self.trainer.log_dir if self.trainer.loggers else self.config.fit.checkpoint.dirpath
         if path is None:
             return
@@ -213,9 +212,10 @@ class VAECLI(LightningCLI):
         except (BlockingIOError, LockUnavailableError) as error:
             self.parser.error(str(error))
         rank_zero_info(f"run folder: {folder.path.resolve()} (seed {self.config.fit.seed_everything})")
-        checkpoints = Path(self.config.fit.ckpt_path or ".").parent
-        if self.checkpoint is not None and folder.path in (checkpoints, checkpoints.parent):  # a folder this process holds
-            callback = self.trainer.checkpoint_callback
+        if self.checkpoint is None:  # a fresh fit: nothing to clear
+            return
+        checkpoints, callback = Path(self.config.fit.ckpt_path).parent, self.trainer.checkpoint_callback
+        if folder.path in (checkpoints, checkpoints.parent):  # a folder this process holds
             tracked = callback.tracked_files(self.checkpoint) if isinstance(callback, RunCheckpoint) else None
             folder.clear_for_resume(checkpoints, self.checkpoint["global_step"], tracked)
 

@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from lit_vae.callbacks.lower_bound import LowerBoundCallback
 from lit_vae.configs import config_file, config_names
+from lit_vae.interfaces import model_of
 
 
 class OneLineErrors(LightningArgumentParser):
@@ -169,7 +170,7 @@ def fit_summary(trainer: Trainer, model: LightningModule, folder: str | None, se
     lines = [f"run folder:        {Path(folder).resolve()}"] if folder else []
     last = getattr(trainer.checkpoint_callback, "last_model_path", "")
     lines.append(f"last checkpoint:   {last or 'none (checkpointing is off)'}")
-    samples = int(getattr(model, "samples_evaluated", 0))
+    samples = model_of(model).samples_evaluated
     rate = (samples - samples_at_start) / max(seconds, 1e-9)
     lines.append(f"samples evaluated: {samples:,} ({rate:,.0f} samples/s over this fit, evaluations included)")
     final = {tag: trainer.callback_metrics[tag].item() for tag in ("lower_bound/train", "lower_bound/test")

@@ -110,7 +110,7 @@ def hmc(
         raise ValueError(f"step_jitter must be in [0, 1), got {step_jitter}")
     chains = init.shape[:-1]
     step = torch.as_tensor(step_size, dtype=init.dtype, device=init.device).expand(chains).clone()
-    adaptation = DualAveraging(step, target_accept)  # used for the burn-in only
+    adaptation = DualAveraging(step, target_accept) if burn_in > 0 else None
     z = init.detach()
     value, grad = value_and_grad(log_prob, z)
     samples, log_probs, accepted = [], [], torch.zeros(chains, dtype=init.dtype, device=init.device)
@@ -126,7 +126,7 @@ def hmc(
         z = torch.where(accept[..., None], z_new, z)
         value = torch.where(accept, value_new, value)
         grad = torch.where(accept[..., None], grad_new, grad)
-        if iteration < burn_in:
+        if iteration < burn_in and adaptation is not None:  # adaptation exists exactly when burn_in > 0
             step = adaptation.update(accept_prob) if iteration < burn_in - 1 else adaptation.final()
         else:
             samples.append(z)
