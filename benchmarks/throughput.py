@@ -37,8 +37,10 @@
    run in this process as a user runs it, on the same ``VAE`` and data module, MNIST and Frey
    Face, both timed by the same callback from step 1,000 (10^5 samples) to the end of the last step
    (10^6 samples later; the test evaluations and pictures due in between included), alternated
-   ``--repeats`` times; then Lightning's ``SimpleProfiler`` on a fit: what each of our
-   callbacks' hooks costs, per call and in all.
+   ``--repeats`` times. Read two ways: over the whole window, and as the median of its chunks of
+   100 steps (the rate between due evaluations, robust to a stall of the machine's on a few
+   chunks). Then Lightning's ``SimpleProfiler`` on a fit: what each of our callbacks' hooks
+   costs, per call and in all.
 
 Peak memory is the subprocess's maximum resident set size.
 """
@@ -106,19 +108,35 @@ def plain_loop(data: torch.Tensor, steps: int, warmup: int, batch_size: int = 10
 
 class StepTimer(pl.Callback):
     """Wall time from the start of training step ``warmup`` to the end of the last step (the
-    work of the other callbacks at that step included, the end of the fit not)."""
+    work of the other callbacks at that step included, the end of the fit not), and the time
+    of each ``chunk`` steps in between (:meth:`steady_rate`)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
+    def __init__(self, warmup: int, chunk: int = 100) -> None:
+        self.warmup, self.chunk = warmup, chunk
         self.start = self.seconds = 0.0
+        self.steps = 0
+        self.marks: list[float] = []
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == self.warmup:
             self.start = time.perf_counter()
+            self.marks = [self.start]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step >= trainer.max_steps:
-            self.seconds = time.perf_counter() - self.start
+        step = trainer.global_step
+        if step > self.warmup and (step - self.warmup) % self.chunk == 0:
+            self.marks.append(time.perf_counter())
+        if step >= trainer.max_steps:
+            self.seconds, self.steps = time.perf_counter() - self.start, step - self.warmup
+
+    def rate(self, batch_size: int = 100) -> float:
+        """Samples per second over the whole timed window."""
+        return self.steps * batch_size / self.seconds
+
+    def steady_rate(self, batch_size: int = 100) -> float:
+        """Samples per second of the median chunk: the rate between the due evaluations, and
+        untouched by a stall of the machine's that falls on a few chunks."""
+        return self.chunk * batch_size / statistics.median(b - a for a, b in zip(self.marks, self.marks[1:]))
 
 
 class OneParameter(pl.LightningModule):
@@ -137,7 +155,12 @@ class OneParameter(pl.LightningModule):
 
 
 def bare_trainer(data: pl.LightningDataModule, steps: int, warmup: int, model: pl.LightningModule | None = None) -> float:
-    """Samples per second of ``Trainer.fit`` on ``model`` (default: the MNIST ``VAE``, fused
+    """Samples per second of :func:`bare_timer`'s fit."""
+    return bare_timer(data, steps, warmup, model).rate()
+
+
+def bare_timer(data: pl.LightningDataModule, steps: int, warmup: int, model: pl.LightningModule | None = None) -> StepTimer:
+    """The timer of ``Trainer.fit`` on ``model`` (default: the MNIST ``VAE``, fused
     Adagrad, as in ``train.py``) with nothing but the training loop: no logger, checkpoints,
     progress bar, summary or validation."""
     pl.seed_everything(0, verbose=False)
@@ -148,7 +171,7 @@ def bare_trainer(data: pl.LightningDataModule, steps: int, warmup: int, model: p
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(VAE() if model is None else model, data)
-    return steps * 100 / timer.seconds
+    return timer
 
 
 def fit_in_process(config: str, steps: int, warmup: int, data_dir: str, *extra: str) -> tuple[float, VAECLI]:
@@ -160,28 +183,31 @@ def fit_in_process(config: str, steps: int, warmup: int, data_dir: str, *extra: 
                    f"--trainer.logger.init_args.save_dir={runs}", f"--data.init_args.data_dir={data_dir}",
                    "--trainer.callbacks+=benchmarks.throughput.StepTimer", f"--trainer.callbacks.init_args.warmup={warmup}", *extra])
     (timer,) = [c for c in ran.trainer.callbacks if type(c).__name__ == "StepTimer"]
-    return steps * 100 / timer.seconds, ran
+    return timer.rate(), ran
 
 
 def shell_cost(data: pl.LightningDataModule, model: Callable[[], pl.LightningModule], config: str, steps: int, warmup: int,
-               data_dir: str, repeats: int) -> tuple[list[float], list[float]]:
-    """Samples per second of a bare Trainer and of ``train.py fit`` on the same model and data,
+               data_dir: str, repeats: int) -> tuple[list[StepTimer], list[StepTimer]]:
+    """The timers of a bare Trainer and of ``train.py fit`` on the same model and data,
     alternated ``repeats`` times so that drift in the machine's load falls on both."""
     bare, fit = [], []
     for _ in range(repeats):
-        bare.append(bare_trainer(data, steps, warmup, model()))
-        fit.append(fit_in_process(config, steps, warmup, data_dir)[0])
+        bare.append(bare_timer(data, steps, warmup, model()))
+        _, ran = fit_in_process(config, steps, warmup, data_dir)
+        fit.extend(c for c in ran.trainer.callbacks if type(c).__name__ == "StepTimer")  # the CLI's import of this file
     return bare, fit
 
 
-def callback_costs(config: str, steps: int, data_dir: str) -> list[tuple[str, float, int]]:
-    """(hook, total seconds, calls) of each of our callbacks' hooks in a ``train.py fit`` of
-    ``steps`` steps, from Lightning's ``SimpleProfiler``, largest first."""
+def callback_costs(config: str, steps: int, data_dir: str) -> tuple[list[tuple[str, float, int, float]], float]:
+    """(hook, total seconds, calls, median seconds a call) of each of our callbacks' hooks in a
+    ``train.py fit`` of ``steps`` steps, from Lightning's ``SimpleProfiler``, largest first; and
+    the median seconds of the same fit's training batch (``run_training_batch``: forward,
+    backward, update), against which a hook's median per step is its cost between due points."""
     _, ran = fit_in_process(config, steps, 0, data_dir, "--trainer.profiler=simple")
     recorded = ran.trainer.profiler.recorded_durations
-    costs = [(action.removeprefix("[Callback]"), sum(durations), len(durations)) for action, durations in recorded.items()
-             if action.startswith("[Callback]") and "StepTimer" not in action]
-    return sorted(costs, key=lambda cost: -cost[1])
+    costs = [(action.removeprefix("[Callback]"), sum(durations), len(durations), statistics.median(durations))
+             for action, durations in recorded.items() if action.startswith("[Callback]") and "StepTimer" not in action]
+    return sorted(costs, key=lambda cost: -cost[1]), statistics.median(recorded["run_training_batch"])
 
 
 def train(config: str, steps: int, threads: int, data_dir: str, runs: str, *extra: str, repo: Path = REPO) -> float:
@@ -263,6 +289,8 @@ def main() -> None:
     parser.add_argument("--without", default="f90d8aa", help="the revision before the dashboard's logging (--sections logging)")
     parser.add_argument("--repeats", type=int, default=3, help="fits of each revision (--sections logging), or of bare "
                         "Trainer and fit (--sections shell), alternated")
+    parser.add_argument("--shell-configs", nargs="+", choices=("mnist", "frey_face"), default=["mnist", "frey_face"],
+                        help="the configs whose shell cost is measured (--sections shell)")
     parser.add_argument("--shell-steps", type=int, default=10_000, help="timed steps of each run (--sections shell)")
     parser.add_argument("--shell-warmup", type=int, default=1_000, help="untimed steps first (--sections shell): the "
                         "log-spaced evaluations are dense at the start, as a decade of samples takes a tenth of the next's time")
@@ -292,16 +320,25 @@ def main() -> None:
                 ("MNIST 784-500-20", mnist, VAE, "mnist.yaml", args.shell_steps),
                 ("Frey Face 560-200-10", frey, lambda: VAE(input_dim=560, hidden_dim=200, latent_dim=10, likelihood="gaussian",
                                                            train_size=1600), "frey_face.yaml", args.shell_steps)):
-            bare, fit = shell_cost(data, model, config, steps, args.shell_warmup, args.data_dir, args.repeats)
-            b, f = statistics.median(bare), statistics.median(fit)
-            print(f"{name}: bare Trainer {b:9.0f} samples/s, train.py fit {f:9.0f} samples/s = {f / b:.3f} x bare"
-                  f"  (medians of {args.repeats}; fit/bare per pair: {', '.join(f'{y / x:.3f}' for x, y in zip(bare, fit))})",
-                  flush=True)
-            costs = callback_costs(config, steps, args.data_dir)
-            total = steps * 100 / f
-            print(f"  our callbacks' hooks over {steps:,} steps of fit (SimpleProfiler; the fit takes about {total:.1f} s):")
-            for hook, seconds, calls in costs[:8]:
-                print(f"    {hook:<58} {1e3 * seconds:8.1f} ms in {calls:6,} calls = {1e6 * seconds / calls:7.1f} us a call", flush=True)
+            if config.removesuffix(".yaml") not in args.shell_configs:
+                continue
+            bare_timers, fit_timers = shell_cost(data, model, config, steps, args.shell_warmup, args.data_dir, args.repeats)
+            for kind, rate in (("whole window", StepTimer.rate), ("median chunk", StepTimer.steady_rate)):
+                bare, fit = [rate(t) for t in bare_timers], [rate(t) for t in fit_timers]
+                b, f = statistics.median(bare), statistics.median(fit)
+                print(f"{name}, {kind}: bare Trainer {b:9.0f} samples/s, train.py fit {f:9.0f} samples/s = {f / b:.3f} x bare"
+                      f"  (medians of {args.repeats}; bare / fit: {', '.join(f'{x:.0f} / {y:.0f}' for x, y in zip(bare, fit))})",
+                      flush=True)
+            costs, batch = callback_costs(config, steps, args.data_dir)
+            total = steps * 100 / statistics.median(t.rate() for t in fit_timers)
+            print(f"  our callbacks' hooks over {steps:,} steps of fit (SimpleProfiler; the fit takes about {total:.1f} s;"
+                  f" a training batch's median {1e6 * batch:.0f} us):")
+            for hook, seconds, calls, median in costs[:8]:
+                print(f"    {hook:<58} {1e3 * seconds:8.1f} ms in {calls:6,} calls = {1e6 * seconds / calls:7.1f} us a call"
+                      f" (median {1e6 * median:6.1f} us)", flush=True)
+            per_step = sum(median for hook, _, calls, median in costs if calls >= steps)
+            print(f"  hooks called every step, their medians together: {1e6 * per_step:.0f} us a step ="
+                  f" {per_step / batch:.1%} of a training batch", flush=True)
     if "sweep" in sections:
         (alone,) = sweep_rates(1, args.sweep_samples, args.data_dir)
         rates = sweep_rates(args.sweep_workers, args.sweep_samples, args.data_dir)

@@ -70,6 +70,10 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(every_n_train_steps=every_n_train_steps, **kwargs)
         check_lightning_version()
         self.every_n_train_steps = every_n_train_steps
+        # Step checkpoints only: Lightning's epoch-end hook would then only write last.ckpt again
+        # for a step whose checkpoint (and last.ckpt) was just written, after copying every
+        # logged metric, at every pass's end (a Frey Face pass is 16 steps).
+        self._steps_only = bool(every_n_train_steps) and not kwargs.get("every_n_epochs")
         self.stop_signals = [signal.Signals[name] for name in (stop_signals or ["SIGINT", "SIGTERM"])]
         self._pass_end: int | None = None  # the batch index of a pass's last step, saved at the epoch's end
         self._at_epoch_end = False
@@ -147,7 +151,8 @@ class RunCheckpoint(ModelCheckpoint):
                 self._save(trainer, pl_module, batch_idx)
             finally:
                 self._at_epoch_end = False
-        super().on_train_epoch_end(trainer, pl_module)
+        if not self._steps_only:
+            super().on_train_epoch_end(trainer, pl_module)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(trainer, pl_module, checkpoint)

@@ -83,7 +83,15 @@ class ProgressFile(pl.Callback):
 
 class SamplesProgressBar(TQDMProgressBar):
     """Lightning's progress bar, with the training samples evaluated among its numbers (the x
-    axis of Figures 2 and 3; Lightning's own counts are steps)."""
+    axis of Figures 2 and 3; Lightning's own counts are steps).
+
+    A fit bounded by ``max_steps`` (every run of the paper's: its samples over M) gets one
+    training bar for the whole fit, counting steps towards ``max_steps`` from where a resumed
+    run stands, instead of one bar per pass through the training set: a Frey Face pass is 16
+    minibatches, so a bar per epoch would be redrawn 6,250 times in 10^7 samples and never say
+    how far the run is, and Lightning's per-epoch bar hooks cost 5% of such a pass's time
+    (``docs/results.md``, the shell's cost). A fit bounded only by epochs keeps Lightning's bar.
+    """
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -91,3 +99,35 @@ class SamplesProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
         return {"samples": f"{pl_module.samples_evaluated:,}", **super().get_metrics(trainer, pl_module)}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.max_steps > 0:
+            bar = self.train_progress_bar
+            bar.reset(total=trainer.max_steps)
+            bar.set_description("Training")
+            self._show(bar, trainer.global_step)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.max_steps <= 0:
+            super().on_train_epoch_start(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.max_steps <= 0:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        step = trainer.global_step
+        if self.is_enabled and (step % self.refresh_rate == 0 or step == trainer.max_steps):
+            self._show(self.train_progress_bar, step)
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.max_steps <= 0:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    @staticmethod
+    def _show(bar: Any, step: int) -> None:
+        if not bar.disable:
+            bar.n = step
+            bar.refresh()
