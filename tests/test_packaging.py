@@ -116,20 +116,33 @@ def test_ruff_is_clean():
     assert result.returncode == 0, result.stdout[-3000:]
 
 
+@pytest.fixture(scope="module")
+def mypy_cache(tmp_path_factory) -> Path:
+    """One mypy cache for the module's two runs: the second reads torch's and Lightning's types
+    from it instead of analysing them again (a minute, against seconds)."""
+    return tmp_path_factory.mktemp("mypy_cache")
+
+
+def mypy(root: Path, cache: Path) -> subprocess.CompletedProcess:
+    """mypy with the settings of ``root/pyproject.toml`` on the package under ``root``."""
+    return subprocess.run([str(BIN / "mypy"), "--config-file", str(root / "pyproject.toml"), "--cache-dir", str(cache)],
+                          cwd=root, capture_output=True, text=True)
+
+
 @pytest.mark.slow
-def test_the_type_checker_is_clean(tmp_path):
+@pytest.mark.xdist_group("mypy")
+def test_the_type_checker_is_clean(mypy_cache):
     """The package ships ``py.typed``: mypy, with the settings of pyproject.toml, finds nothing."""
-    result = subprocess.run([str(BIN / "mypy"), "--config-file", str(REPO / "pyproject.toml"), "--cache-dir", str(tmp_path)],
-                            cwd=REPO, capture_output=True, text=True)
+    result = mypy(REPO, mypy_cache)
     assert result.returncode == 0, result.stdout[-3000:]
 
 
 @pytest.mark.slow
-def test_a_type_error_fails_the_type_checker(tmp_path):
+@pytest.mark.xdist_group("mypy")
+def test_a_type_error_fails_the_type_checker(tmp_path, mypy_cache):
     copy = a_copy_with(tmp_path, "estimators.py", 'width: int = "wide"  # a str where an int is declared')
     shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
-    result = subprocess.run([str(BIN / "mypy"), "--config-file", str(copy / "pyproject.toml"), "--cache-dir", str(tmp_path / "cache")],
-                            cwd=copy, capture_output=True, text=True)
+    result = mypy(copy, mypy_cache)
     assert result.returncode == 1 and "estimators.py" in result.stdout
 
 
@@ -177,3 +190,17 @@ class TestOutsideTheCheckout:
                           "--progress_bar.refresh_rate=0")
         assert result.returncode == 0, result.stderr[-3000:]
         assert (tmp_path / "runs" / "mnist_nz20" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_tests_of_one_xdist_group_share_a_worker(tmp_path):
+    """The suite's ``--dist loadgroup`` keeps an ``xdist_group`` in one process (the DDP runs never
+    beside each other, the mypy runs on one cache); some pytest and xdist versions silently don't."""
+    (tmp_path / "test_grouped.py").write_text(
+        "import os\nimport pytest\n\n"
+        + "".join(f"@pytest.mark.xdist_group('g')\ndef test_{i}():\n"
+                  f"    open('{tmp_path}/{i}', 'w').write(os.environ['PYTEST_XDIST_WORKER'])\n\n" for i in range(4)))
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not the project's settings
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert len({(tmp_path / str(i)).read_text() for i in range(4)}) == 1
