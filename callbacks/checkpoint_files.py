@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lit_vae.atomic import atomic_write
 
 #: Hyperparameters that fix the shapes of the networks.
-ARCHITECTURE = ("input_dim", "latent_dim", "hidden_dim", "likelihood")
+ARCHITECTURE = ("input_dim", "latent_dim", "hidden_dim", "hidden_dims", "likelihood")
 #: The classes a checkpoint may name (``hyper_parameters["_class_path"]``, which LightningCLI
 #: hands to jsonargparse to import): this project's models, by every path they are known by.
 TRUSTED_CLASSES = frozenset({"lit_vae.VAE", "lit_vae.model.VAE", "lit_vae.baselines.WakeSleep",

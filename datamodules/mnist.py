@@ -121,8 +121,9 @@ class MNISTDataModule(InMemoryDataModule):
     def train_transform(self) -> BatchTransform | None:
         return _bernoulli if self.binarize == "dynamic" else None
 
-    def val_dataloader(self) -> TensorBatches:
-        return self._loader("validation")
+    def val_dataloader(self) -> TensorBatches | list[TensorBatches]:
+        """The validation images; none (an empty list, which Lightning skips) with ``val_size`` 0."""
+        return self._loader("validation") if self.val_size else []
 
     def _images(self, train: bool) -> tuple[Tensor, Tensor]:
         """The images of one of MNIST's files, ``[N, 784]`` in [0, 1], and their digits."""

@@ -50,7 +50,10 @@ class GenerativeModel(pl.LightningModule):
     Args:
         input_dim: number of pixels D (linked from the data module by the CLI).
         latent_dim: Nz, the size of z (Figure 2: MNIST 3, 5, 10, 20, 200; Frey Face 2, 5, 10, 20).
-        hidden_dim: units in each tanh hidden layer (500 for MNIST, 200 for Frey Face).
+        hidden_dim: units of the one tanh hidden layer (500 for MNIST, 200 for Frey Face).
+        hidden_dims: instead of ``hidden_dim``, several tanh hidden layers: the encoder's sizes
+            from the input side (e.g. ``[200, 200]``, the IWAE paper's one-stochastic-layer
+            model); the decoder's are the same list reversed. Default: the paper's one layer.
         likelihood: ``bernoulli`` (Eq. 11, MNIST) or ``gaussian`` (Eq. 12, Frey Face).
         learning_rate: Adagrad's global step size (the paper picks from 0.01, 0.02, 0.1).
         adagrad_warmup_batches: minibatches that only accumulate squared gradients before the
@@ -79,6 +82,7 @@ class GenerativeModel(pl.LightningModule):
         input_dim: int = 784,
         latent_dim: int = 20,
         hidden_dim: int = 500,
+        hidden_dims: list[int] | None = None,
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
         learning_rate: float = 0.02,
         adagrad_warmup_batches: int = 100,
@@ -97,13 +101,18 @@ class GenerativeModel(pl.LightningModule):
             raise ValueError(f"adagrad_warmup_batches must be >= 0, got {adagrad_warmup_batches}")
         if likelihood not in DECODERS:
             raise ValueError(f"likelihood must be one of {sorted(DECODERS)}, got {likelihood!r}")
+        if hidden_dims is not None:
+            if not hidden_dims:
+                raise ValueError("hidden_dims must name at least one layer, e.g. [200, 200]; or leave it out for one of hidden_dim")
+            check_positive(**{f"hidden_dims[{i}]": size for i, size in enumerate(hidden_dims)})
         if prior_on not in ("all", "weights"):
             raise ValueError(f"prior_on must be 'all' or 'weights', got {prior_on!r}")
         self.save_hyperparameters()  # this class's arguments and those of every subclass's __init__
+        layers = hidden_dim if hidden_dims is None else list(hidden_dims)
         if self.has_encoder:
-            self.encoder = GaussianMLPEncoder(input_dim, hidden_dim, latent_dim, encoder_logvar_scale)
+            self.encoder = GaussianMLPEncoder(input_dim, layers, latent_dim, encoder_logvar_scale)
         bounds = {} if likelihood != "gaussian" or decoder_logvar_bounded else {"logvar_range": None}
-        self.decoder = DECODERS[likelihood](latent_dim, hidden_dim, input_dim, **bounds)
+        self.decoder = DECODERS[likelihood](latent_dim, layers if isinstance(layers, int) else layers[::-1], input_dim, **bounds)
         init_normal_(self, init_std)
         # Drawn from the global RNG, so that ``seed_everything`` fixes it; saved with the parameters.
         self.register_buffer("noise_seed", torch.randint(0, 2**62, ()))

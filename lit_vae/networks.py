@@ -1,12 +1,15 @@
 """The MLP encoder and decoders of Section 3 and Appendix C.
 
-Each network has one tanh hidden layer. The encoder gives the parameters of the Gaussian
+Each network has one tanh hidden layer in the paper (more on request: ``hidden_dims``, as in the
+models of the importance-weighted literature). The encoder gives the parameters of the Gaussian
 q(z|x); a decoder gives the parameters of p(x|z) and scores data under them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -15,24 +18,43 @@ from torch import Tensor, nn
 from lit_vae.estimators import diagonal_normal_log_density
 
 
+def hidden_layers(input_dim: int, hidden_dims: int | Sequence[int]) -> tuple[nn.Linear, nn.ModuleList, int]:
+    """An MLP's tanh hidden layers of sizes ``hidden_dims`` (an int: one layer, the paper's): the
+    first layer, the others (none in the paper) and the last one's width. A one-layer network's
+    parameters keep the names ``hidden.weight`` and ``hidden.bias``, so its checkpoints stay readable."""
+    sizes = [input_dim, *([hidden_dims] if isinstance(hidden_dims, int) else hidden_dims)]
+    if len(sizes) < 2:
+        raise ValueError("an MLP needs at least one hidden layer; got hidden_dims []")
+    return nn.Linear(sizes[0], sizes[1]), nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes[1:])), sizes[-1]
+
+
+def tanh_hidden(x: Tensor, first: nn.Linear, more: nn.ModuleList) -> Tensor:
+    """h = tanh(W_k ... tanh(W_1 x + b_1) ... + b_k) through :func:`hidden_layers`' layers."""
+    h = torch.tanh(first(x))
+    for layer in more:
+        h = torch.tanh(layer(h))
+    return h
+
+
 class GaussianMLPEncoder(nn.Module):
     """q(z|x) = N(z; mu, diag(sigma^2)) with h = tanh(W3 x + b3), mu = W4 h + b4,
     log sigma^2 = W5 h + b5 (Appendix C.2, the encoder role).
 
     ``logvar_scale`` s gives log sigma^2 = s (W5 h + b5): with Adagrad, whose steps do not
     depend on a gradient's scale, s < 1 slows the log-variance's learning by s (a candidate of
-    the paper-era code's recognition model, off at s = 1).
+    the paper-era code's recognition model, off at s = 1). ``hidden_dims``: the paper's one
+    hidden layer (an int), or several (a list, input side first; :func:`hidden_layers`).
     """
 
-    def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int, logvar_scale: float = 1.0) -> None:
+    def __init__(self, input_dim: int, hidden_dims: int | Sequence[int], latent_dim: int, logvar_scale: float = 1.0) -> None:
         super().__init__()
-        self.hidden = nn.Linear(input_dim, hidden_dim)
-        self.mu = nn.Linear(hidden_dim, latent_dim)
-        self.logvar = nn.Linear(hidden_dim, latent_dim)
+        self.hidden, self.more_hidden, width = hidden_layers(input_dim, hidden_dims)
+        self.mu = nn.Linear(width, latent_dim)
+        self.logvar = nn.Linear(width, latent_dim)
         self.logvar_scale = logvar_scale
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = torch.tanh(self.hidden(x))
+        h = tanh_hidden(x, self.hidden, self.more_hidden)
         logvar = self.logvar(h)
         return self.mu(h), logvar if self.logvar_scale == 1.0 else self.logvar_scale * logvar
 
@@ -42,16 +64,16 @@ class BernoulliMLPDecoder(nn.Module):
 
     ``forward`` returns ``(logits,)``; the probabilities y are ``sigmoid(logits)``. Grey levels
     in [0, 1] are valid targets: the log-likelihood is then the (negative) cross-entropy,
-    as in the paper's MNIST experiments.
+    as in the paper's MNIST experiments. ``hidden_dims``: as for the encoder, latent side first.
     """
 
-    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int) -> None:
+    def __init__(self, latent_dim: int, hidden_dims: int | Sequence[int], output_dim: int) -> None:
         super().__init__()
-        self.hidden = nn.Linear(latent_dim, hidden_dim)
-        self.logits = nn.Linear(hidden_dim, output_dim)
+        self.hidden, self.more_hidden, width = hidden_layers(latent_dim, hidden_dims)
+        self.logits = nn.Linear(width, output_dim)
 
     def forward(self, z: Tensor) -> tuple[Tensor]:
-        return (self.logits(torch.tanh(self.hidden(z))),)
+        return (self.logits(tanh_hidden(z, self.hidden, self.more_hidden)),)
 
     def max_log_likelihood(self) -> float:
         """An upper bound on log p(x|z) for any z and x in [0, 1]^D: 0, each pixel's term being a
@@ -103,21 +125,22 @@ class GaussianMLPDecoder(nn.Module):
     At initialisation (W5 h + b5 near 0) the clamp puts the log-variance at about -log 2
     (variance 1/2), not 0.
 
-    ``forward`` returns ``(mean, logvar)``, both per pixel.
+    ``forward`` returns ``(mean, logvar)``, both per pixel. ``hidden_dims``: as for the
+    encoder, latent side first.
     """
 
-    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
+    def __init__(self, latent_dim: int, hidden_dims: int | Sequence[int], output_dim: int,
                  logvar_range: tuple[float, float] | None = LOGVAR_RANGE) -> None:
         super().__init__()
         if logvar_range is not None and not logvar_range[0] < logvar_range[1]:
             raise ValueError(f"logvar_range must be (low, high) with low < high, got {logvar_range}")
         self.logvar_range = logvar_range
-        self.hidden = nn.Linear(latent_dim, hidden_dim)
-        self.mu = nn.Linear(hidden_dim, output_dim)
-        self.logvar = nn.Linear(hidden_dim, output_dim)
+        self.hidden, self.more_hidden, width = hidden_layers(latent_dim, hidden_dims)
+        self.mu = nn.Linear(width, output_dim)
+        self.logvar = nn.Linear(width, output_dim)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        h = torch.tanh(self.hidden(z))
+        h = tanh_hidden(z, self.hidden, self.more_hidden)
         logvar = self.logvar(h)
         return torch.sigmoid(self.mu(h)), logvar if self.logvar_range is None else soft_clamp(logvar, *self.logvar_range)
 

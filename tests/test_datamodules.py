@@ -81,6 +81,12 @@ class TestMNIST:
         torch.testing.assert_close(dm.splits["train"], mnist_data.splits["train"][:1000])
         assert dm.train_size == 1000 and dm.input_dim == 784
 
+    def test_all_training_images_and_no_validation(self, data_dir):
+        """The IWAE paper's split: the 60,000 training images, no validation loader (an empty list)."""
+        dm = MNISTDataModule(data_dir=str(data_dir), train_size=60_000, val_size=0, download=False)
+        dm.setup()
+        assert len(dm.splits["train"]) == 60_000 and dm.val_dataloader() == []
+
     def test_invalid_sizes(self):
         with pytest.raises(ValueError, match="train_size"):
             MNISTDataModule(train_size=55_000)

@@ -51,7 +51,7 @@ class TestKLToStandardNormal:
 class TestEstimatorsAAndB:
     def setup_method(self):
         torch.manual_seed(0)
-        self.decoder = BernoulliMLPDecoder(latent_dim=3, hidden_dim=16, output_dim=10)
+        self.decoder = BernoulliMLPDecoder(latent_dim=3, hidden_dims=16, output_dim=10)
         init_normal_(self.decoder, 0.5)
         self.x = torch.rand(5, 10)
         self.mu, self.logvar = _posterior(batch=5)

@@ -28,7 +28,7 @@ class TestGenerativeModel:
         assert not model.training
 
     def test_every_hyperparameter_is_saved_through_the_subclasses(self):
-        assert set(VAE().hparams) == {"input_dim", "latent_dim", "hidden_dim", "likelihood", "learning_rate",
+        assert set(VAE().hparams) == {"input_dim", "latent_dim", "hidden_dim", "hidden_dims", "likelihood", "learning_rate",
                                       "adagrad_warmup_batches", "train_size", "parameter_prior", "prior_on", "init_std",
                                       "encoder_logvar_scale", "decoder_logvar_bounded", "estimator", "num_samples"}
         assert WakeSleep(latent_dim=5).hparams.latent_dim == 5

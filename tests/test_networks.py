@@ -4,16 +4,18 @@ import math
 
 import pytest
 import torch
+import yaml
 from torch.distributions import Bernoulli, Normal
 
 from lit_vae import VAE
 from lit_vae.networks import LOGVAR_RANGE, BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, soft_clamp
+from tests.helpers import REPO
 
 
 class TestBernoulliDecoder:
     def setup_method(self):
         torch.manual_seed(0)
-        self.decoder = BernoulliMLPDecoder(latent_dim=4, hidden_dim=8, output_dim=6)
+        self.decoder = BernoulliMLPDecoder(latent_dim=4, hidden_dims=8, output_dim=6)
         self.z = torch.randn(3, 5, 4)  # [L, B, Nz]
 
     def test_log_prob_matches_torch_on_binary_data(self):
@@ -35,7 +37,7 @@ class TestBernoulliDecoder:
 class TestMaxLogLikelihood:
     def test_bernoulli_log_prob_never_exceeds_zero(self):
         torch.manual_seed(0)
-        decoder = BernoulliMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        decoder = BernoulliMLPDecoder(latent_dim=2, hidden_dims=8, output_dim=6)
         with torch.no_grad():
             decoder.logits.bias.fill_(30.0)  # y -> 1: a binary x = 1 gets log p(x|z) -> 0 from below
         x = torch.cat([torch.ones(1, 6), torch.rand(4, 6)])
@@ -47,21 +49,21 @@ class TestMaxLogLikelihood:
 class TestGaussianDecoder:
     def test_log_prob_matches_torch(self):
         torch.manual_seed(0)
-        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dims=8, output_dim=6)
         z, x = torch.randn(3, 5, 2), torch.rand(5, 6)
         mean, logvar = decoder(z)
         expected = Normal(mean, (0.5 * logvar).exp()).log_prob(x.expand(3, 5, 6)).sum(-1)
         torch.testing.assert_close(decoder.log_prob(x, (mean, logvar)), expected)
 
     def test_mean_is_squashed_into_the_unit_interval(self):
-        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dims=8, output_dim=6)
         with torch.no_grad():
             decoder.mu.bias.fill_(100.0)
         mean, _ = decoder(torch.randn(5, 2))
         assert ((mean > 0) & (mean <= 1)).all()
 
     def test_log_variance_stays_in_its_range(self):
-        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dims=8, output_dim=6)
         for bias, end in ((1e3, max(LOGVAR_RANGE)), (-1e3, min(LOGVAR_RANGE))):
             with torch.no_grad():
                 decoder.logvar.bias.fill_(bias)
@@ -74,7 +76,7 @@ class TestGaussianDecoder:
 
     def test_unbounded_log_variance_is_the_linear_output(self):
         torch.manual_seed(0)
-        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6, logvar_range=None)
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dims=8, output_dim=6, logvar_range=None)
         z = torch.randn(5, 2)
         with torch.no_grad():
             decoder.logvar.bias.fill_(-40.0)
@@ -88,7 +90,7 @@ class TestGaussianDecoder:
 
     def test_max_log_likelihood_is_reached_at_the_mean_with_the_least_variance(self):
         """6 pixels at sigma = 1/256: 6 x (log 256 - log(2 pi) / 2) = 27.76 nats, by hand."""
-        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dim=8, output_dim=6)
+        decoder = GaussianMLPDecoder(latent_dim=2, hidden_dims=8, output_dim=6)
         assert decoder.max_log_likelihood() == pytest.approx(6 * (math.log(256) - 0.5 * math.log(2 * math.pi)))
         with torch.no_grad():
             decoder.logvar.bias.fill_(-1e3)
@@ -128,6 +130,47 @@ class TestEncoder:
         (mu, logvar), (mu_scaled, logvar_scaled) = plain(x), scaled(x)
         torch.testing.assert_close(mu_scaled, mu)
         torch.testing.assert_close(logvar_scaled, 0.1 * logvar)
+
+
+class TestHiddenLayers:
+    """``hidden_dims``: several tanh hidden layers; the paper's one layer keeps its parameter names."""
+
+    def test_a_one_layer_network_keeps_its_parameter_names(self):
+        assert set(GaussianMLPEncoder(12, 8, 3).state_dict()) == {
+            "hidden.weight", "hidden.bias", "mu.weight", "mu.bias", "logvar.weight", "logvar.bias"}
+        assert set(BernoulliMLPDecoder(3, [8], 12).state_dict()) == {"hidden.weight", "hidden.bias", "logits.weight", "logits.bias"}
+
+    def test_two_layers_compute_tanh_of_tanh(self):
+        torch.manual_seed(0)
+        encoder, x = GaussianMLPEncoder(12, [8, 5], 3), torch.rand(4, 12)
+        (layer2,) = encoder.more_hidden
+        h = torch.tanh(torch.tanh(x @ encoder.hidden.weight.T + encoder.hidden.bias) @ layer2.weight.T + layer2.bias)
+        mu, logvar = encoder(x)
+        torch.testing.assert_close(mu, h @ encoder.mu.weight.T + encoder.mu.bias)
+        torch.testing.assert_close(logvar, h @ encoder.logvar.weight.T + encoder.logvar.bias)
+
+    def test_the_iwae_papers_model_has_its_shapes_and_parameter_count(self):
+        """784-200-200-50 with a mirrored decoder (Burda et al. 2015, Section 5): counted by hand."""
+        model = VAE(input_dim=784, hidden_dims=[200, 200], latent_dim=50)
+        shapes = [tuple(p.shape) for p in model.parameters()]
+        assert shapes[:6] == [(200, 784), (200,), (200, 200), (200,), (50, 200), (50,)]
+        assert shapes[8:] == [(200, 50), (200,), (200, 200), (200,), (784, 200), (784,)]
+        encoder = 784 * 200 + 200 + 200 * 200 + 200 + 2 * (200 * 50 + 50)
+        decoder = 50 * 200 + 200 + 200 * 200 + 200 + 200 * 784 + 784
+        assert sum(p.numel() for p in model.parameters()) == encoder + decoder == 425_284
+        assert model(torch.rand(3, 784)).shape == (3,)
+
+    def test_the_shipped_iwae_config_is_that_model(self):
+        config = yaml.safe_load((REPO / "configs" / "iwae_mnist.yaml").read_text())
+        model = VAE(input_dim=784, **config["model"]["init_args"])
+        assert sum(p.numel() for p in model.parameters()) == 425_284
+        assert config["data"]["init_args"]["binarize"] == "dynamic"
+
+    @pytest.mark.parametrize(("hidden_dims", "message"), [([], "hidden_dims must name at least one layer"),
+                                                           ([200, 0], "hidden_dims\\[1\\] must be positive, got 0")])
+    def test_a_bad_list_is_refused(self, hidden_dims, message):
+        with pytest.raises(ValueError, match=message):
+            VAE(hidden_dims=hidden_dims)
 
 
 class TestVAE:
