@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
@@ -125,8 +125,14 @@ def log_hparams(trainer: pl.Trainer, params: dict[str, Any]) -> None:
 
 @rank_zero_only
 def log_layout(trainer: pl.Trainer) -> None:
-    """TensorBoard's Custom Scalars tab: :data:`LAYOUT`, each quantity's splits in one chart."""
+    """TensorBoard's Custom Scalars tab: :data:`LAYOUT`, each quantity's splits in one chart. The
+    other loggers (CSV, MLflow, W&B, ...) get the same scalars and hyperparameters; for them one
+    line says what only TensorBoard shows."""
+    others = [type(logger).__name__ for logger in trainer.loggers if not isinstance(logger, TensorBoardLogger)]
+    if others:
+        rank_zero_info(f"{', '.join(others)}: the scalars and hyperparameters are logged there; the Custom Scalars "
+                       "layout, histograms, the projector and the pictures during training are TensorBoard's only "
+                       "(the pictures are also saved as images/*.png in the run folder at the end of the fit)")
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_custom_scalars(LAYOUT)
-
