@@ -57,7 +57,7 @@ def short_error(message: str, parser: LightningArgumentParser) -> str:
 
 
 #: The classes --model and --data take by name.
-CLASS_CHOICES = {"model": ["VAE", "WakeSleep", "MCEM"], "data": ["MNISTDataModule", "FreyFaceDataModule"]}
+CLASS_CHOICES = {"model": ["VAE", "WakeSleep", "MCEM"], "data": ["MNISTDataModule", "FreyFaceDataModule", "ArrayDataModule"]}
 
 #: jsonargparse's frames around the reason of a failed value: none of them says what was wrong.
 _FRAMES = re.compile(r"Parser key|Does not validate|Subtypes:|Errors:|Problem with given class_path|Given value|"
