@@ -26,6 +26,7 @@ from lit_vae.callbacks.lightning_loop_state import (
     validation_due_on_restart,
 )
 from lit_vae.interfaces import NonFiniteError, TrainingModel, non_finite_message
+from lit_vae.logging import keep_csv_rows
 
 #: The command line's step-checkpoint interval: 2,000 steps (2 x 10^5 samples at M = 100).
 EVERY_N_TRAIN_STEPS = 2_000
@@ -207,7 +208,7 @@ class RunState(pl.Callback):
     numpy and python RNG states. Training draws its noise and data order from generators keyed
     by position, never from the global ones; they are saved for user code (callbacks) that does.
     On load, only when training resumes: restores those RNG states (loading a model to use it
-    leaves them alone).
+    leaves them alone) and keeps a CSV logger's earlier rows (:func:`keep_csv_rows`).
     """
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -221,6 +222,8 @@ class RunState(pl.Callback):
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         if trainer.state.fn == TrainerFn.FITTING and "rng_states" in checkpoint:
             set_global_rng_states(checkpoint["rng_states"])
+        if trainer.state.fn == TrainerFn.FITTING:
+            keep_csv_rows(trainer, checkpoint.get("samples_evaluated", 0))
 
 
 def global_rng_states() -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
@@ -121,6 +123,30 @@ def log_hparams(trainer: pl.Trainer, params: dict[str, Any]) -> None:
             writer = logger.experiment._get_file_writer()  # as SummaryWriter.add_hparams and Lightning write them
             for summary in summaries:
                 writer.add_summary(summary)
+
+
+#: Lightning's ``CSVLogger``'s file, and where a resume moves it until :func:`keep_csv_rows`.
+CSV_METRICS, CSV_METRICS_BEFORE_RESUME = "metrics.csv", ".metrics.csv.before-resume"
+
+
+@rank_zero_only
+def keep_csv_rows(trainer: pl.Trainer, samples: int) -> None:
+    """On a resume from a checkpoint at ``samples``: put back the rows of the run's ``metrics.csv``
+    that :meth:`~lit_vae.run_folder.RunFolder.clear_for_resume` moved aside (Lightning's CSV
+    writer deletes the file when it starts), up to that step: the resumed run logs what came
+    after the checkpoint again."""
+    for logger in trainer.loggers:
+        before = Path(logger.log_dir or "") / CSV_METRICS_BEFORE_RESUME
+        if not isinstance(logger, CSVLogger) or not before.is_file():
+            continue
+        with open(before, newline="") as file:
+            reader = csv.DictReader(file)
+            rows = [row for row in reader if row.get("step") and float(row["step"]) <= samples]
+            header = list(reader.fieldnames or [])
+        writer = logger.experiment
+        writer.metrics_keys, writer.metrics = header, rows
+        writer.save()
+        before.unlink()
 
 
 @rank_zero_only

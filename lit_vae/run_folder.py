@@ -20,7 +20,7 @@ import torch
 
 from lit_vae.atomic import atomic_write, remove_leftovers
 from lit_vae.folder_lock import LOCK, hold
-from lit_vae.logging import END_OF_FIT_SUFFIX
+from lit_vae.logging import CSV_METRICS, CSV_METRICS_BEFORE_RESUME, END_OF_FIT_SUFFIX
 
 LAST = "last.ckpt"
 PROGRESS = "progress.json"
@@ -125,7 +125,9 @@ class RunFolder:
         removes the one it replaces; ``tracked`` is ``None`` where it names files otherwise, and
         nothing is removed); and the previous fit's end-of-fit event file
         (:func:`lit_vae.logging.log_end_of_fit`), which the resumed run logs past. Returns them.
-        Only while this process holds the folder's lock."""
+        A CSV logger's ``metrics.csv`` is moved aside, as Lightning's CSV writer deletes it when
+        it starts (a copy moved aside by an earlier resume that was stopped before it put the
+        rows back is the one kept). Only while this process holds the folder's lock."""
         removed = remove_leftovers(checkpoints, "*.ckpt") + remove_leftovers(self.path, PROGRESS)
         if tracked is not None:
             removed += [path for path in sorted(checkpoints.glob("epoch=*-step=*.ckpt")) if path.name not in tracked
@@ -133,6 +135,9 @@ class RunFolder:
         removed += sorted(self.path.glob(f"events.out.tfevents.*{END_OF_FIT_SUFFIX}"))
         for path in removed:
             path.unlink(missing_ok=True)
+        metrics, before = self.path / CSV_METRICS, self.path / CSV_METRICS_BEFORE_RESUME
+        if metrics.is_file():
+            metrics.unlink() if before.exists() else metrics.replace(before)
         return removed
 
 
