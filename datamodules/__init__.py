@@ -1,6 +1,7 @@
 """Data modules for the paper's two data sets and for your own (:class:`ArrayDataModule`), each
-split held as one in-memory tensor and served as :class:`Batch` minibatches (datapoints and their rows). Of ``lit_vae`` this package imports
-only the core's :mod:`lit_vae.checkout` and :mod:`lit_vae.atomic`."""
+split held as one in-memory tensor and served as :class:`Batch` minibatches (datapoints and
+their rows). Of ``lit_vae`` this package imports only the core's :mod:`lit_vae.checkout` and
+:mod:`lit_vae.atomic`."""
 
 from lit_vae.checkout import one_package
 from lit_vae.datamodules.array import ArrayDataModule

@@ -9,8 +9,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
-from torchvision.io import ImageReadMode, read_image
 
 from lit_vae.datamodules.base import InMemoryDataModule
 
@@ -60,7 +60,8 @@ class ArrayDataModule(InMemoryDataModule):
         if image_shape is not None and image_shape[0] * image_shape[1] != shape[0] * shape[1]:
             raise ValueError(f"image_shape {tuple(image_shape)} has {image_shape[0] * image_shape[1]} pixels; "
                              f"the datapoints of {self.path} have {shape[0] * shape[1]}")
-        self.image_shape = tuple(image_shape) if image_shape is not None else shape  # type: ignore[assignment]
+        rows, columns = image_shape if image_shape is not None else shape
+        self.image_shape = (int(rows), int(columns))
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(split_seed))
         self._data = data.reshape(len(data), -1)[order]
         self.test_size = test_size
@@ -73,14 +74,16 @@ class ArrayDataModule(InMemoryDataModule):
 def read_datapoints(path: Path) -> Tensor:
     """The datapoints at ``path`` as a float32 tensor ``[N, H, W]`` or ``[N, D]`` in [0, 1];
     ``ValueError`` saying what is wrong and what to do otherwise."""
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{path}: no {', '.join(IMAGE_SUFFIXES)} images in this folder")
-        images = [read_image(str(p), ImageReadMode.GRAY)[0] for p in files]
-        if len({tuple(image.shape) for image in images}) > 1:
+        images = [np.asarray(Image.open(p).convert("L")) for p in files]  # grey levels, uint8
+        if len({image.shape for image in images}) > 1:
             raise ValueError(f"{path}: the images differ in size; resize them to one size first")
-        data = torch.stack(images)
+        data = torch.from_numpy(np.stack(images))
     elif path.suffix == ".npy":
         try:
             data = torch.from_numpy(np.load(path, allow_pickle=False))

@@ -4,7 +4,7 @@ cannot read, and a fit, test and predict on it through the command line."""
 import numpy as np
 import pytest
 import torch
-from torchvision.io import write_png
+from PIL import Image
 
 from lit_vae.cli import cli
 from lit_vae.datamodules import ArrayDataModule
@@ -37,7 +37,7 @@ def test_a_pt_tensor_of_rows_is_kept_and_drawn_as_the_shape_asked(tmp_path):
 def test_a_folder_of_images_is_read_in_grey_levels_in_name_order(tmp_path):
     images = pixels(n=4)
     for i, image in enumerate(images):
-        write_png(image[None], str(tmp_path / f"{i:02d}.png"))
+        Image.fromarray(image.numpy()).save(tmp_path / f"{i:02d}.png")
     data = ArrayDataModule(str(tmp_path), test_size=1, split_seed=0)
     order = torch.randperm(4, generator=torch.Generator().manual_seed(0))
     data.setup()
@@ -50,12 +50,21 @@ def test_a_folder_of_images_is_read_in_grey_levels_in_name_order(tmp_path):
     (lambda p: np.save(p / "x.npy", np.full((5, 4), 2.0)), r"values must lie in \[0, 1\]"),
     (lambda p: np.save(p / "x.npy", np.zeros((5, 2, 3, 4))), r"shape \(5, 2, 3, 4\)"),
     (lambda p: (p / "x.csv").write_text("1,2\n"), "not a .npy or .pt file or a folder of images"),
+    (lambda p: (p / "empty").mkdir(), "no .png, .jpg, .jpeg images in this folder"),
 ])
 def test_what_cannot_be_read_is_one_clear_error(tmp_path, make, message):
     make(tmp_path)
     (path,) = [p for p in tmp_path.iterdir()]
     with pytest.raises(ValueError, match=message):
         ArrayDataModule(str(path), test_size=1)
+
+
+def test_a_missing_path_and_a_test_split_too_large_are_one_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no such file or folder"):
+        ArrayDataModule(str(tmp_path / "x.npy"))
+    np.save(tmp_path / "x.npy", pixels().numpy())
+    with pytest.raises(ValueError, match=r"test_size must be between 1 and 19 \(the data has 20 points\), got 20"):
+        ArrayDataModule(str(tmp_path / "x.npy"), test_size=20)
 
 
 def test_a_pickle_in_a_pt_file_is_never_run(tmp_path):
