@@ -64,7 +64,6 @@ class ArrayDataModule(InMemoryDataModule):
         self.image_shape = (int(rows), int(columns))
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(split_seed))
         self._data = data.reshape(len(data), -1)[order]
-        self.test_size = test_size
         self.train_size = len(data) - test_size
 
     def load_splits(self) -> dict[str, Tensor]:

@@ -136,8 +136,10 @@ def keep_csv_rows(trainer: pl.Trainer, samples: int) -> None:
     writer deletes the file when it starts), up to that step: the resumed run logs what came
     after the checkpoint again."""
     for logger in trainer.loggers:
-        before = Path(logger.log_dir or "") / CSV_METRICS_BEFORE_RESUME
-        if not isinstance(logger, CSVLogger) or not before.is_file():
+        if not isinstance(logger, CSVLogger):
+            continue
+        before = Path(logger.log_dir) / CSV_METRICS_BEFORE_RESUME
+        if not before.is_file():
             continue
         with open(before, newline="") as file:
             reader = csv.DictReader(file)

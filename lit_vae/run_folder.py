@@ -136,8 +136,10 @@ class RunFolder:
         for path in removed:
             path.unlink(missing_ok=True)
         metrics, before = self.path / CSV_METRICS, self.path / CSV_METRICS_BEFORE_RESUME
-        if metrics.is_file():
-            metrics.unlink() if before.exists() else metrics.replace(before)
+        if metrics.is_file() and before.exists():
+            metrics.unlink()
+        elif metrics.is_file():
+            metrics.replace(before)
         return removed
 
 
