@@ -17,6 +17,7 @@ from lit_vae.callbacks.schedule import DEFAULT_MANTISSAS, LogSpacedSchedule
 from lit_vae.estimators import latent_activity
 from lit_vae.interfaces import SplitData, evaluating, model_of, recognition_of, require_model
 from lit_vae.logging import log_image_at_samples
+from lit_vae.run_folder import RunFolder
 
 #: Test points whose encodings rank the latent dimensions for the manifold: enough to tell the
 #: active from the inactive (their variances differ by orders of magnitude), a tenth of MNIST's
@@ -111,8 +112,9 @@ class ImagesCallback(pl.Callback):
             # Raises here, before training, on dimensions the model does not have (the CLI checks earlier).
             manifold_points(self.manifold_size, model.latent_dim, self.manifold_dims)
         self._sample_z = model.prior_sample(self.num_samples, torch.Generator().manual_seed(self.seed))
-        # trainer.log_dir broadcasts from rank 0, so it is read here, where every rank calls it.
-        self._folder = Path(trainer.log_dir or trainer.default_root_dir) / "images"
+        # A broadcast from rank 0, so it is read here, where every rank calls it.
+        run = RunFolder.of_trainer(trainer)
+        self._folder = (run.path if run is not None else Path(trainer.default_root_dir)) / "images"
         data = getattr(trainer, "datamodule", None)
         if not isinstance(data, SplitData):
             self._shape = None

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_vae.interfaces import SplitData, require_model
+from lit_vae.run_folder import RunFolder
 
 #: The embedding's tag in the Projector tab.
 PROJECTOR_TAG = "latent_mu"
@@ -54,7 +55,8 @@ class PredictionWriter(BasePredictionWriter):
         if labels is not None:
             result["labels"] = labels[result["index"]]
         result.update(split=split, samples_evaluated=pl_module.samples_evaluated)
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        run = RunFolder.of_trainer(trainer)
+        folder = run.path if run is not None else Path(trainer.default_root_dir)
         suffix = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         path = _free_path(folder / f"predictions_{split}{suffix}.pt")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ on the console's progress bar, the samples evaluated (Figure 2's x axis)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -16,7 +15,7 @@ from lit_vae.run_folder import RunFolder
 
 
 class ProgressFile(pl.Callback):
-    """Writes ``progress.json`` into the run folder (``trainer.log_dir``) at most every
+    """Writes ``progress.json`` into the run folder (:meth:`RunFolder.of_trainer`) at most every
     ``every_seconds`` during training and once at its end::
 
         {"samples_evaluated": 1200000, "max_steps": 100000, "global_step": 12000,
@@ -43,8 +42,9 @@ class ProgressFile(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_model(pl_module, type(self).__name__)
-        if trainer.is_global_zero and trainer.log_dir is not None:
-            self._folder = RunFolder(Path(trainer.log_dir))
+        folder = RunFolder.of_trainer(trainer)
+        if trainer.is_global_zero:
+            self._folder = folder
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = self._written = time.monotonic()

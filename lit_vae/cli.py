@@ -203,10 +203,11 @@ class VAECLI(LightningCLI):
     def _take_run_folder(self) -> None:
         """Every check passed: lock the run folder (a second fit is refused, naming this PID; the lock
         marks it as a fit's for ``last``); on a resume, :meth:`RunFolder.clear_for_resume`."""
-        path = self.trainer.log_dir if self.trainer.loggers else self.config.fit.checkpoint.dirpath
-        if path is None:
-            return
-        folder = RunFolder(Path(path))
+        folder = RunFolder.of_trainer(self.trainer)
+        if folder is None:
+            if self.config.fit.checkpoint.dirpath is None:
+                return
+            folder = RunFolder(Path(self.config.fit.checkpoint.dirpath))
         try:
             folder.lock()
         except (BlockingIOError, LockUnavailableError) as error:
@@ -223,10 +224,11 @@ class VAECLI(LightningCLI):
 
     def after_fit(self) -> None:
         """What the fit leaves, said at its end (:func:`lit_vae.console.fit_summary`)."""
-        folder = self.trainer.log_dir if self.trainer.loggers else None  # a broadcast under DDP: every rank asks
+        folder = RunFolder.of_trainer(self.trainer)  # a broadcast under DDP: every rank asks
         if self.trainer.is_global_zero:
             started, samples_at_start = getattr(self, "_fit_started", (time.perf_counter(), 0))
-            rank_zero_info(fit_summary(self.trainer, self.model, folder, time.perf_counter() - started, samples_at_start))
+            seconds = time.perf_counter() - started
+            rank_zero_info(fit_summary(self.trainer, self.model, folder.path if folder else None, seconds, samples_at_start))
 
 
 def cli(args: list[str] | None = None) -> VAECLI:

@@ -163,11 +163,11 @@ def description() -> str:
     )
 
 
-def fit_summary(trainer: Trainer, model: LightningModule, folder: str | None, seconds: float, samples_at_start: int) -> str:
+def fit_summary(trainer: Trainer, model: LightningModule, folder: Path | None, seconds: float, samples_at_start: int) -> str:
     """What a fit leaves, said at its end: the run folder, the last checkpoint, samples evaluated
     and per second over this fit (``seconds`` long, from ``samples_at_start``), the final bounds
     (the test bound of the latest evaluation, also one at an off-schedule end)."""
-    lines = [f"run folder:        {Path(folder).resolve()}"] if folder else []
+    lines = [f"run folder:        {folder.resolve()}"] if folder else []
     last = getattr(trainer.checkpoint_callback, "last_model_path", "")
     lines.append(f"last checkpoint:   {last or 'none (checkpointing is off)'}")
     samples = model_of(model).samples_evaluated

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
@@ -72,13 +72,23 @@ def log_end_of_fit(trainer: pl.Trainer, metrics: dict[str, float], samples: int)
             logger.log_metrics(metrics, step=samples)
 
 
+#: The loggers that take pictures during training (:func:`log_image_at_samples`).
+IMAGE_LOGGERS = (TensorBoardLogger, MLFlowLogger, WandbLogger)
+
+
 @rank_zero_only
 def log_image_at_samples(trainer: pl.Trainer, tag: str, image: Tensor, samples: int) -> None:
-    """Add ``image`` (``[3, H, W]``, values in [0, 1]) to every TensorBoard logger of ``trainer``
-    with step = training samples evaluated; other loggers have no common image call and are skipped."""
+    """Add ``image`` (``[3, H, W]``, values in [0, 1]) to every logger of ``trainer`` that takes
+    pictures, with step = training samples evaluated: TensorBoard's Images tab, MLflow's stepped
+    run images (``MlflowClient.log_image`` with a key and a step), W&B's media panel. Other
+    loggers (CSV) have no picture call and are skipped."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, image, global_step=samples)
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_image(logger.run_id, image.permute(1, 2, 0).cpu().numpy(), key=tag, step=samples)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(tag, [image.cpu()], step=samples)
 
 
 @rank_zero_only
@@ -154,13 +164,15 @@ def keep_csv_rows(trainer: pl.Trainer, samples: int) -> None:
 @rank_zero_only
 def log_layout(trainer: pl.Trainer) -> None:
     """TensorBoard's Custom Scalars tab: :data:`LAYOUT`, each quantity's splits in one chart. The
-    other loggers (CSV, MLflow, W&B, ...) get the same scalars and hyperparameters; for them one
-    line says what only TensorBoard shows."""
-    others = [type(logger).__name__ for logger in trainer.loggers if not isinstance(logger, TensorBoardLogger)]
-    if others:
-        rank_zero_info(f"{', '.join(others)}: the scalars and hyperparameters are logged there; the Custom Scalars "
-                       "layout, histograms, the projector and the pictures during training are TensorBoard's only "
-                       "(the pictures are also saved as images/*.png in the run folder at the end of the fit)")
+    other loggers (CSV, MLflow, W&B, ...) get the same scalars and hyperparameters, and the
+    pictures where they take them (:data:`IMAGE_LOGGERS`); for each one line says what only
+    TensorBoard shows."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_custom_scalars(LAYOUT)
+            continue
+        takes_pictures = isinstance(logger, IMAGE_LOGGERS)
+        logged = "the scalars, hyperparameters and pictures" if takes_pictures else "the scalars and hyperparameters"
+        only = "the Custom Scalars layout, histograms and the projector" + ("" if takes_pictures else " and the pictures during training")
+        rank_zero_info(f"{type(logger).__name__}: {logged} are logged there; {only} are TensorBoard's only (the pictures "
+                       "are also saved as images/*.png in the run folder at the end of the fit)")

@@ -4,7 +4,7 @@ holds one folder per fit, ``version_<n>/`` (:class:`RunFolder`): TensorBoard eve
 the ``.lock`` of the process that writes it, and the ``test/``, ``validate/`` and ``predict/``
 sub-folders that evaluations of its checkpoints log into. Here: how runs are named and found,
 which checkpoint ``--ckpt_path last`` means, when a fresh fit may not use a folder, the lock, and
-what a resume clears first. Nothing here touches a trainer."""
+what a resume clears first. A trainer is only read, for where its logger writes."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lit_vae.atomic import atomic_write, remove_leftovers
 from lit_vae.folder_lock import LOCK, hold
 from lit_vae.logging import CSV_METRICS, CSV_METRICS_BEFORE_RESUME, END_OF_FIT_SUFFIX
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 LAST = "last.ckpt"
 PROGRESS = "progress.json"
@@ -48,6 +51,24 @@ class RunFolder:
     def of(cls, save_dir: str | Path, name: str | None, version: int | str) -> RunFolder:
         """``<save_dir>/<name>/version_<n>`` (or ``.../<version>`` for a string)."""
         return cls(Path(save_dir) / (name or "") / (version if isinstance(version, str) else f"version_{version}"))
+
+    @classmethod
+    def of_trainer(cls, trainer: pl.Trainer) -> RunFolder | None:
+        """The folder of ``trainer``'s run, ``None`` without a logger: where Lightning's
+        ``ModelCheckpoint`` puts ``checkpoints/``, ``<save_dir>/<name>/<version>`` of the first
+        logger. For TensorBoard and CSV that is their ``log_dir``; for MLflow
+        ``<save_dir>/<experiment id>/<run id>`` and for W&B ``<save_dir>/<project>/<run id>``, where
+        ``trainer.log_dir`` is the ``save_dir`` all their runs share. A logger's run not made yet
+        (W&B's, whose id is its version) is made here, as Lightning's setup makes it. A broadcast
+        from rank 0 under DDP (a logger's next version is rank 0's): every rank calls it."""
+        if not trainer.loggers:
+            return None
+        logger = trainer.loggers[0]
+        if logger.version is None and trainer.is_global_zero:  # W&B's run id comes with its run
+            _ = getattr(logger, "experiment", None)  # the run, made as Lightning's setup makes it
+        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"  # as ModelCheckpoint
+        path = os.path.join(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
+        return cls(Path(trainer.strategy.broadcast(path)))
 
     @classmethod
     def of_checkpoint(cls, path: str | Path) -> RunFolder | None:

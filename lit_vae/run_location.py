@@ -8,6 +8,7 @@ checkpoint log into its ``test/``, ``validate/`` or ``predict/`` sub-folder. Eac
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,17 @@ def place_evaluation(config: Namespace, logger: Namespace, subcommand: str) -> N
 
 
 class SaveConfigOnce(SaveConfigCallback):
-    """Saves the config as ``config.yaml`` in the run folder; a resumed run, which shares the
-    folder, saves its own as ``config.resume-<k>.yaml`` (:meth:`RunFolder.next_config_name`)."""
+    """Saves the config as ``config.yaml`` in the run folder (:meth:`RunFolder.of_trainer`); a
+    resumed run, which shares the folder, saves its own as ``config.resume-<k>.yaml``
+    (:meth:`RunFolder.next_config_name`). Lightning saves it under ``trainer.log_dir``, which for
+    loggers other than TensorBoard and CSV is the ``save_dir`` of all their runs: the file name is
+    given relative to it."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved and self.save_to_log_dir:
-            self.config_filename = trainer.strategy.broadcast(RunFolder(Path(trainer.log_dir or ".")).next_config_name())
+            folder = RunFolder.of_trainer(trainer) or RunFolder(Path(trainer.default_root_dir))
+            if trainer.is_global_zero:
+                folder.path.mkdir(parents=True, exist_ok=True)
+            name = os.path.relpath(folder.path / folder.next_config_name(), trainer.log_dir or trainer.default_root_dir)
+            self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)

@@ -55,7 +55,7 @@ def drawn(request, data_dir, tmp_path):
         data, size = FreyFaceDataModule(data_dir, download=False), 10
         model = VAE(input_dim=560, latent_dim=2, hidden_dim=30, likelihood="gaussian")
     callback = ImagesCallback(manifold_size=size)
-    callback.setup(SimpleNamespace(datamodule=data, log_dir=str(tmp_path)), model, "fit")
+    callback.setup(SimpleNamespace(datamodule=data, loggers=[], default_root_dir=str(tmp_path)), model, "fit")
     return data, model, callback, callback.draw(model)
 
 
@@ -68,7 +68,7 @@ class TestSpannedDims:
             model.encoder.mu.weight.zero_()
             model.encoder.mu.weight[[1, 3]] = torch.randn(2, 30)
         callback = ImagesCallback(manifold_size=4)
-        callback.setup(SimpleNamespace(datamodule=data, log_dir=str(tmp_path)), model, "fit")
+        callback.setup(SimpleNamespace(datamodule=data, loggers=[], default_root_dir=str(tmp_path)), model, "fit")
         assert callback.spanned_dims(model) == (1, 3)
         means = model.decode_mean(manifold_points(4, 5, (1, 3))).detach()
         torch.testing.assert_close(callback.draw(model)["manifold"][0, :28, 28:56], means[1].view(28, 28))
