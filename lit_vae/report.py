@@ -133,9 +133,14 @@ def verdict(ours: Sequence[float], paper: float | None) -> str:
         return "within the spread of our seeds"
     beyond = paper - high if paper > high else paper - low
     spread = high - low
-    times = f"{abs(beyond) / spread:.1f}x our spread" if spread > 0 else "our seeds agree exactly"
+    times = f"{_one_figure(abs(beyond) / spread)}x our spread" if spread > 0 else "our seeds agree exactly"
     within = f", within the +-{READING_ERROR:g} nat of reading the figure" if abs(beyond) <= READING_ERROR else ""
-    return f"outside: paper {'above' if beyond > 0 else 'below'} our range by {abs(beyond):.1f} nats ({times}){within}"
+    return f"outside: paper {'above' if beyond > 0 else 'below'} our range by {_one_figure(abs(beyond))} nats ({times}){within}"
+
+
+def _one_figure(value: float) -> str:
+    """One decimal, or two below 0.1 (so that a miss never reads "0.0")."""
+    return f"{value:.1f}" if value >= 0.095 else f"{value:.2f}"
 
 
 def table(runs: Sequence[tuple[Run, dict[str, Any]]]) -> str:

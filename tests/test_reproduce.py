@@ -137,6 +137,8 @@ class TestReport:
         assert verdict([700.0, 710.0], 760.0) == "outside: paper above our range by 50.0 nats (5.0x our spread)"
         assert verdict([-120.0, -122.0], -119.5) == ("outside: paper above our range by 0.5 nats (0.2x our spread), "
                                                      "within the +-1 nat of reading the figure")
+        assert verdict([-120.0, -122.0], -119.96) == ("outside: paper above our range by 0.04 nats (0.02x our spread), "
+                                                      "within the +-1 nat of reading the figure")  # never "by 0.0"
         assert verdict([-120.0], -126.0) == "one seed, no spread: +6.0 nats"
         assert verdict([], -126.0) == verdict([-120.0], None) == ""
 
