@@ -81,7 +81,13 @@ def iwae_bound(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihoo
     a log-mean-exp of the terms of Eq. 6, computed stably. L_1 is L^A on the same noise;
     E[L_k] rises with k towards log p(x).
     """
-    return torch.logsumexp(log_importance_weights(x, mu, logvar, eps, log_likelihood), 0) - math.log(eps.shape[0])
+    return log_mean_exp(log_importance_weights(x, mu, logvar, eps, log_likelihood))
+
+
+def log_mean_exp(log_weights: Tensor) -> Tensor:
+    """log 1/k sum_l exp(w_l) over the first dimension (k = its size), computed stably: L_k of
+    the log importance weights ``[k, B]`` (:func:`iwae_bound`)."""
+    return torch.logsumexp(log_weights, 0) - math.log(log_weights.shape[0])
 
 
 def sgvb_b(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, log_likelihood: LogLikelihood) -> Tensor:

@@ -103,13 +103,14 @@ def log_histogram_at_samples(trainer: pl.Trainer, tag: str, values: Tensor, samp
 
 
 #: The metrics TensorBoard's HPARAMS tab lists beside each run's hyperparameters (their latest values).
-HPARAMS_METRICS = ("lower_bound/train", "lower_bound/test", "marginal_likelihood/test", "marginal_likelihood_importance/test")
+HPARAMS_METRICS = ("lower_bound/train", "lower_bound/test", "iwae_bound/test", "marginal_likelihood/test",
+                   "marginal_likelihood_importance/test")
 
 
 #: TensorBoard's Custom Scalars tab: each quantity's splits overlaid in one chart.
 LAYOUT = {
     "bound (nats per datapoint)": {
-        "lower bound": ["Multiline", ["lower_bound/train", "lower_bound/test", "lower_bound/validation"]],
+        "lower bound": ["Multiline", ["lower_bound/train", "lower_bound/test", "lower_bound/validation", "iwae_bound/test"]],
         "reconstruction, E_q[log p(x|z)]": ["Multiline", ["reconstruction/train", "reconstruction/test"]],
         "KL(q(z|x) || p(z))": ["Multiline", ["kl/train", "kl/test"]],
     },

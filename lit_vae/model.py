@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import CatMetric, MeanMetric
 
 from lit_vae.datamodules.batches import Batch
-from lit_vae.estimators import ESTIMATORS, active_units, kl_per_dimension
+from lit_vae.estimators import ESTIMATORS, active_units, kl_per_dimension, log_importance_weights, log_mean_exp
 from lit_vae.generative import EVAL_STREAM, GenerativeModel, check_positive
 from lit_vae.interfaces import evaluating
 from lit_vae.logging import log_evaluation, log_histogram_at_samples
@@ -23,12 +23,15 @@ class BoundTerms(NamedTuple):
     """An SGVB estimate of the lower bound per datapoint, ``[B]``, with what it is made of: the
     posterior means and log-variances ``[B, Nz]`` and the closed-form KL term of each latent
     dimension ``[B, Nz]`` (Appendix B). These are read, never trained on, so they carry no gradient. The bound's other
-    term, E_q[log p(x|z)] of Eq. 7, is ``bound + kl`` (with estimator A, estimated through its noise)."""
+    term, E_q[log p(x|z)] of Eq. 7, is ``bound + kl`` (with estimator A, estimated through its noise).
+    ``objective`` is what training maximises: ``bound`` itself for estimators A and B, the
+    importance-weighted bound L_k on the same draws of z for ``iwae`` (``bound`` is then L^A)."""
 
     bound: Tensor
     mu: Tensor
     logvar: Tensor
     kl_per_dimension: Tensor
+    objective: Tensor
 
     @property
     def kl(self) -> Tensor:
@@ -46,6 +49,8 @@ class Evaluation:
     lower_bound: float
     kl_per_dimension: Tensor
     active_units: int
+    #: For ``iwae``, the mean of :attr:`BoundTerms.objective`, the importance-weighted bound L_k; else ``None``.
+    objective: float | None = None
 
     @property
     def kl(self) -> float:
@@ -57,30 +62,36 @@ class Evaluation:
 
     def terms(self, split: str) -> dict[str, float]:
         """The bound's terms and the active units as logged: ``kl/<split>``, ``reconstruction/<split>``,
-        ``latent/active_units``."""
+        ``latent/active_units``, and ``iwae_bound/<split>`` where there is one."""
+        iwae = {} if self.objective is None else {f"iwae_bound/{split}": self.objective}
         return {f"kl/{split}": self.kl, f"reconstruction/{split}": self.reconstruction,
-                "latent/active_units": float(self.active_units)}
+                "latent/active_units": float(self.active_units), **iwae}
 
 
 class EvaluationMeter(nn.Module):
     """Accumulates an evaluation pass's :class:`BoundTerms` minibatch by minibatch (torchmetrics:
-    reduced over the ranks under DDP) into an :class:`Evaluation`."""
+    reduced over the ranks under DDP) into an :class:`Evaluation`; with ``importance_weighted``
+    (estimator ``iwae``) its L_k too."""
 
-    def __init__(self) -> None:
+    def __init__(self, importance_weighted: bool = False) -> None:
         super().__init__()
+        self.importance_weighted = importance_weighted
         self.bound = MeanMetric()
+        self.objective = MeanMetric()
         self.means = CatMetric()  # E_q[z|x] of every point, for the active units
         self.kl_dims = CatMetric()  # the KL per latent dimension of every point
 
     def update(self, terms: BoundTerms) -> None:
         self.bound.update(terms.bound)
+        self.objective.update(terms.objective)
         self.means.update(terms.mu)
         self.kl_dims.update(terms.kl_per_dimension)
 
     def compute(self) -> Evaluation:
         """The pass's :class:`Evaluation`; the meter is then empty for the next pass."""
-        evaluation = Evaluation(self.bound.compute().item(), self.kl_dims.compute().mean(0), active_units(self.means.compute()))
-        for metric in (self.bound, self.means, self.kl_dims):
+        evaluation = Evaluation(self.bound.compute().item(), self.kl_dims.compute().mean(0), active_units(self.means.compute()),
+                                self.objective.compute().item() if self.importance_weighted else None)
+        for metric in (self.bound, self.objective, self.means, self.kl_dims):
             metric.reset()
         return evaluation
 
@@ -90,7 +101,10 @@ class VAE(GenerativeModel):
 
     Args:
         estimator: SGVB estimator ``A`` (Eq. 6) or ``B`` (Eq. 7, analytic KL; the default), or
-            ``iwae``, the importance-weighted bound of Burda et al. (2015) with k = ``num_samples``.
+            ``iwae``, the importance-weighted bound L_k of Burda et al. (2015) with k =
+            ``num_samples``. ``lower_bound/*`` is the ELBO for all three (for ``iwae`` L^A on the
+            same draws of z, which costs nothing more), so curves compare across estimators; an
+            ``iwae`` run also logs its test L_k as ``iwae_bound/test``.
         num_samples: L, samples of z per datapoint in the training estimate (the paper: 1; the
             k of ``iwae``).
         **kwargs: the generative model's (:class:`~lit_vae.generative.GenerativeModel`):
@@ -105,8 +119,8 @@ class VAE(GenerativeModel):
             raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, got {estimator!r}")
         super().__init__(**kwargs)
         self._estimator = ESTIMATORS[estimator]
-        self.validation_meter = EvaluationMeter()
-        self.test_meter = EvaluationMeter()
+        self.validation_meter = EvaluationMeter(importance_weighted=estimator == "iwae")
+        self.test_meter = EvaluationMeter(importance_weighted=estimator == "iwae")
 
     # ----------------------------------------------------------------- the model
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,9 +135,14 @@ class VAE(GenerativeModel):
         """The lower bound of :meth:`lower_bound` with the posterior means and KL terms of the
         same encoder pass (:class:`BoundTerms`)."""
         mu, logvar = self.encoder(x)
-        bound = self._estimator(x, mu, logvar, self.noise(x, num_samples, generator), self.log_likelihood)
+        eps = self.noise(x, num_samples, generator)
+        if self.hparams["estimator"] == "iwae":  # L_k and L^A from the same log importance weights
+            log_weights = log_importance_weights(x, mu, logvar, eps, self.log_likelihood)
+            objective, bound = log_mean_exp(log_weights), log_weights.mean(0)
+        else:
+            objective = bound = self._estimator(x, mu, logvar, eps, self.log_likelihood)
         mu, logvar = mu.detach(), logvar.detach()
-        return BoundTerms(bound, mu, logvar, kl_per_dimension(mu, logvar))
+        return BoundTerms(bound, mu, logvar, kl_per_dimension(mu, logvar), objective)
 
     def noise(self, x: Tensor, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """eps ~ N(0, I) of shape ``[L, B, Nz]``: the noise of the reparameterisation (Eq. 10)."""
@@ -138,7 +157,7 @@ class VAE(GenerativeModel):
         generator = self.training_noise()
         terms = self.bound_terms(batch.x, self.hparams["num_samples"], generator)
         # Eq. 8 per datapoint; the parameter prior enters as Adagrad's weight decay.
-        loss = -terms.bound.mean()
+        loss = -terms.objective.mean()
         self.check_finite(loss)
         self.count_samples(batch)
         return {"loss": loss, "lower_bound": terms.bound.detach(), "kl": terms.kl}
@@ -188,5 +207,7 @@ class VAE(GenerativeModel):
             log_evaluation(self, evaluation.terms(split), self.samples_evaluated)
             log_histogram_at_samples(self.trainer, "latent/kl_per_dimension", evaluation.kl_per_dimension, self.samples_evaluated)
         if not self.trainer.sanity_checking and self.trainer.state.fn != TrainerFn.FITTING:
-            rank_zero_info(f"lower_bound/{split} = {evaluation.lower_bound:.2f} nats per datapoint "
+            iwae = "" if evaluation.objective is None else (
+                f"; iwae_bound/{split} = {evaluation.objective:.2f} (L_k, k = {self.hparams['num_samples']})")
+            rank_zero_info(f"lower_bound/{split} = {evaluation.lower_bound:.2f} nats per datapoint{iwae} "
                            f"(model trained on {self.samples_evaluated:,} samples)")
