@@ -139,8 +139,8 @@ def verdict(ours: Sequence[float], paper: float | None) -> str:
 
 
 def _one_figure(value: float) -> str:
-    """One decimal, or two below 0.1 (so that a miss never reads "0.0")."""
-    return f"{value:.1f}" if value >= 0.095 else f"{value:.2f}"
+    """One decimal, two below 0.1, "<0.01" below that: a miss never reads "0.0"."""
+    return f"{value:.1f}" if value >= 0.095 else f"{value:.2f}" if value >= 0.005 else "<0.01"
 
 
 def table(runs: Sequence[tuple[Run, dict[str, Any]]]) -> str:

@@ -139,6 +139,8 @@ class TestReport:
                                                      "within the +-1 nat of reading the figure")
         assert verdict([-120.0, -122.0], -119.96) == ("outside: paper above our range by 0.04 nats (0.02x our spread), "
                                                       "within the +-1 nat of reading the figure")  # never "by 0.0"
+        assert verdict([568.4, 725.8], 568.39) == ("outside: paper below our range by 0.01 nats (<0.01x our spread), "
+                                                   "within the +-1 nat of reading the figure")
         assert verdict([-120.0], -126.0) == "one seed, no spread: +6.0 nats"
         assert verdict([], -126.0) == verdict([-120.0], None) == ""
 
