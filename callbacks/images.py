@@ -4,7 +4,6 @@ the prior (Figure 5) and reconstructions of test images."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -113,8 +112,7 @@ class ImagesCallback(pl.Callback):
             manifold_points(self.manifold_size, model.latent_dim, self.manifold_dims)
         self._sample_z = model.prior_sample(self.num_samples, torch.Generator().manual_seed(self.seed))
         # A broadcast from rank 0, so it is read here, where every rank calls it.
-        run = RunFolder.of_trainer(trainer)
-        self._folder = (run.path if run is not None else Path(trainer.default_root_dir)) / "images"
+        self._folder = RunFolder.writing_to(trainer).path / "images"
         data = getattr(trainer, "datamodule", None)
         if not isinstance(data, SplitData):
             self._shape = None

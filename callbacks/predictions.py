@@ -55,8 +55,7 @@ class PredictionWriter(BasePredictionWriter):
         if labels is not None:
             result["labels"] = labels[result["index"]]
         result.update(split=split, samples_evaluated=pl_module.samples_evaluated)
-        run = RunFolder.of_trainer(trainer)
-        folder = run.path if run is not None else Path(trainer.default_root_dir)
+        folder = RunFolder.writing_to(trainer).path
         suffix = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         path = _free_path(folder / f"predictions_{split}{suffix}.pt")
         path.parent.mkdir(parents=True, exist_ok=True)

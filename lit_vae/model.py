@@ -83,7 +83,8 @@ class EvaluationMeter(nn.Module):
 
     def update(self, terms: BoundTerms) -> None:
         self.bound.update(terms.bound)
-        self.objective.update(terms.objective)
+        if self.importance_weighted:
+            self.objective.update(terms.objective)
         self.means.update(terms.mu)
         self.kl_dims.update(terms.kl_per_dimension)
 

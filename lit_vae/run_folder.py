@@ -48,8 +48,9 @@ class RunFolder:
     path: Path
 
     @classmethod
-    def of(cls, save_dir: str | Path, name: str | None, version: int | str) -> RunFolder:
-        """``<save_dir>/<name>/version_<n>`` (or ``.../<version>`` for a string)."""
+    def of(cls, save_dir: str | Path, name: str | None, version: int | str | None) -> RunFolder:
+        """``<save_dir>/<name>/version_<n>`` (or ``.../<version>`` for a string), as Lightning's
+        ``ModelCheckpoint`` places a logger's ``checkpoints/``."""
         return cls(Path(save_dir) / (name or "") / (version if isinstance(version, str) else f"version_{version}"))
 
     @classmethod
@@ -66,9 +67,15 @@ class RunFolder:
         logger = trainer.loggers[0]
         if logger.version is None and trainer.is_global_zero:  # W&B's run id comes with its run
             _ = getattr(logger, "experiment", None)  # the run, made as Lightning's setup makes it
-        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"  # as ModelCheckpoint
-        path = os.path.join(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
-        return cls(Path(trainer.strategy.broadcast(path)))
+        path = cls.of(logger.save_dir or trainer.default_root_dir, logger.name, logger.version).path
+        return cls(Path(trainer.strategy.broadcast(str(path))))
+
+    @classmethod
+    def writing_to(cls, trainer: pl.Trainer) -> RunFolder:
+        """Where ``trainer``'s run writes its files (config, pictures, predictions): its folder
+        (:meth:`of_trainer`), or without a logger ``default_root_dir``, where ``ModelCheckpoint``
+        then puts ``checkpoints/``."""
+        return cls.of_trainer(trainer) or cls(Path(trainer.default_root_dir))
 
     @classmethod
     def of_checkpoint(cls, path: str | Path) -> RunFolder | None:

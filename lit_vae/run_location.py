@@ -108,7 +108,7 @@ class SaveConfigOnce(SaveConfigCallback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved and self.save_to_log_dir:
-            folder = RunFolder.of_trainer(trainer) or RunFolder(Path(trainer.default_root_dir))
+            folder = RunFolder.writing_to(trainer)
             if trainer.is_global_zero:
                 folder.path.mkdir(parents=True, exist_ok=True)
             name = os.path.relpath(folder.path / folder.next_config_name(), trainer.log_dir or trainer.default_root_dir)
