@@ -190,7 +190,7 @@ def draw(runs: Sequence[Run], figure: int, out: Path, paper: bool = False, start
     fig.legend(list(legend.values()), list(legend.keys()), loc="lower center", ncol=min(4, len(legend)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.04 + 0.05 * -(-len(legend) // 4) / len(rows), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # the legend may be wider than the panels
     plt.close(fig)
     return out
 
